@@ -1,0 +1,306 @@
+"""compress / decompress: the codec's public entry points.
+
+``encode`` picks the path (learned model or classic fallback), builds the container, and by
+default decodes it again before returning: no caller ever receives bytes that were not shown
+to reproduce the input exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import lzma
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from codec import container, fallback, learned
+from codec.container import Container, Header
+from codec.errors import CorruptDataError, EmzipError, FormatError, UnsupportedInputError
+from codec.model import Architecture
+from codec.quantize import (
+    ACTIVATION_BITS,
+    HEAD_WEIGHT_BITS,
+    OUTPUT_WEIGHT_BITS,
+    TRUNK_WEIGHT_BITS,
+    IntegerModel,
+    quantize_model,
+)
+from codec.settings import Settings
+from codec.train import TrainBudget, TrainReport, model_stack, train_model
+
+log = logging.getLogger("emzip.codec")
+
+#: Blocks smaller than this go to the classic codec: a model's weights would not pay.
+MIN_LEARNED_VOXELS = 16_384
+_MODEL_LIMITS = {"k": (1, 8), "trunk_channels": (1, 64), "trunk_layers": (1, 6), "head_hidden": (1, 128)}
+_MAX_MODEL_BYTES = 1 << 24
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """A container and what it took to make it (for provenance and benchmarks)."""
+
+    data: bytes
+    codec: str
+    reason: str
+    sha256: str
+    raw_bytes: int
+    training: TrainReport | None = None
+    model_sha256: str | None = None
+    model_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    seconds: float = 0.0
+
+    @property
+    def bits_per_voxel(self) -> float:
+        voxels = self.raw_bytes  # per byte of input; callers with wider dtypes scale themselves
+        return 8.0 * len(self.data) / max(voxels, 1)
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _as_array(volume: Any) -> np.ndarray:
+    array = np.asarray(volume)
+    if array.ndim > container.MAX_NDIM:
+        raise UnsupportedInputError(f"arrays of {array.ndim} dimensions are not supported (at most {container.MAX_NDIM})")
+    le = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    if le.str not in container.DTYPES:
+        raise UnsupportedInputError(f"dtype {array.dtype} is not supported (supported: {', '.join(container.DTYPES)})")
+    return np.ascontiguousarray(array, dtype=le)
+
+
+def _header(array: np.ndarray, codec: str) -> Header:
+    return Header(codec, array.dtype.str, tuple(int(d) for d in array.shape), hashlib.sha256(array.tobytes()).digest())
+
+
+def _as_3d(array: np.ndarray) -> np.ndarray:
+    return array.reshape((1,) + array.shape) if array.ndim == 2 else array
+
+
+def _classic(array: np.ndarray, settings: Settings) -> tuple[str, bytes]:
+    if array.dtype.str in fallback.JPEGXL_DTYPES and array.ndim in (2, 3) and array.size > 0 and settings.codec != "lzma":
+        return "jpegxl", fallback.encode_jpegxl(_as_3d(array), settings.fallback_effort)
+    return "lzma", fallback.encode_lzma(array)
+
+
+def _learned_eligible(array: np.ndarray, settings: Settings) -> str | None:
+    """None when the learned path may run, else why not."""
+    if settings.codec in ("jpegxl", "lzma"):
+        return f"classic codec requested ({settings.codec})"
+    if array.dtype != np.uint8:
+        return f"learned path codes uint8 only (got {array.dtype})"
+    if array.ndim not in (2, 3):
+        return f"learned path codes 2-D or 3-D blocks only (got {array.ndim}-D)"
+    if settings.training_steps() == 0:
+        return "effort 0: no model trained"
+    if array.size < MIN_LEARNED_VOXELS and settings.codec != "learned":
+        return f"block of {array.size} voxels is too small for a model to pay"
+    return None
+
+
+def _learned_container(
+    array: np.ndarray, settings: Settings, warm_start: dict[str, torch.Tensor] | None, progress: Progress | None
+) -> tuple[bytes, TrainReport, str, dict[str, torch.Tensor]]:
+    block = _as_3d(array)
+    device = _pick_device(settings.device)
+    arch = Architecture(settings.k, settings.channels, settings.layers, settings.hidden, settings.family)
+    budget = TrainBudget(steps=settings.training_steps(), max_seconds=settings.max_seconds)
+    on_step = (lambda step, _bits: progress("train", step, budget.steps)) if progress else None
+    model, report = train_model(block, arch, budget, device, settings.seed, warm_start, on_step)
+    calibration = model_stack(block[: min(len(block), 8)], arch.k, device)
+    integer_model = quantize_model(model, calibration)
+    streams = learned.encode_block(integer_model, block, device)
+    model_bytes = integer_model.to_bytes()
+    config = {
+        "architecture": arch.to_json(),
+        "quantization": {
+            "trunk_weight_bits": TRUNK_WEIGHT_BITS,
+            "head_weight_bits": HEAD_WEIGHT_BITS,
+            "output_weight_bits": OUTPUT_WEIGHT_BITS,
+            "activation_bits": ACTIVATION_BITS,
+        },
+        "training": {
+            "steps": report.steps,
+            "seconds": round(report.seconds, 3),
+            "validation_bits_per_voxel": round(report.validation_bits, 5),
+            "stopped_early": report.stopped_early,
+            "device": report.device,
+            "seed": settings.seed,
+        },
+    }
+    data = container.pack(
+        Container(_header(array, "learned"), config, lzma.compress(model_bytes, preset=9), learned.pack_streams(streams))
+    )
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return data, report, hashlib.sha256(model_bytes).hexdigest(), state
+
+
+def encode(
+    volume: Any,
+    settings: Settings | None = None,
+    *,
+    warm_start: dict[str, torch.Tensor] | None = None,
+    progress: Progress | None = None,
+    **overrides: Any,
+) -> EncodeResult:
+    """Compress ``volume`` and report how. See :class:`Settings` for the knobs."""
+    start = time.monotonic()
+    settings = (settings or Settings()).with_overrides(**overrides)
+    array = _as_array(volume)
+    original_dtype = np.asarray(volume).dtype.str
+    classic_name, classic_payload = _classic(array, settings)
+    classic_bytes = container.pack(
+        Container(_header(array, classic_name), {"original_dtype": original_dtype}, b"", classic_payload)
+    )
+    chosen, reason, report, model_hash, state = classic_bytes, "", None, None, None
+    not_eligible = _learned_eligible(array, settings)
+    if not_eligible is not None:
+        reason = not_eligible
+    else:
+        try:
+            learned_bytes, report, model_hash, state = _learned_container(array, settings, warm_start, progress)
+        except (RuntimeError, ValueError, FloatingPointError) as exc:
+            log.warning("learned coding failed, storing with %s instead: %s", classic_name, exc)
+            reason = f"learned coding failed: {exc}"
+        else:
+            if settings.codec == "learned":
+                chosen, reason = learned_bytes, "learned codec requested"
+            elif len(learned_bytes) < len(classic_bytes):
+                chosen, reason = learned_bytes, f"learned model smaller than {classic_name}"
+            else:
+                reason = f"{classic_name} ({len(classic_bytes)} B) not larger than learned ({len(learned_bytes)} B)"
+    if settings.verify and chosen is not classic_bytes:
+        if not _round_trips(chosen, array, progress):
+            log.error("learned container failed its round trip; storing with %s instead", classic_name)
+            chosen, reason = classic_bytes, "learned container failed verification"
+    if settings.verify and chosen is classic_bytes and not _round_trips(classic_bytes, array, None):
+        raise EmzipError(f"{classic_name} container failed its round trip; refusing to return it")
+    codec_name = container.unpack(chosen).header.codec
+    return EncodeResult(
+        data=chosen,
+        codec=codec_name,
+        reason=reason,
+        sha256=hashlib.sha256(array.tobytes()).hexdigest(),
+        raw_bytes=array.nbytes,
+        training=report if codec_name == "learned" else None,
+        model_sha256=model_hash if codec_name == "learned" else None,
+        model_state=state,
+        seconds=time.monotonic() - start,
+    )
+
+
+def _round_trips(data: bytes, array: np.ndarray, progress: Progress | None) -> bool:
+    try:
+        decoded = decompress(data, progress=progress)
+    except EmzipError as exc:
+        log.error("round-trip decode failed: %s", exc)
+        return False
+    if decoded.shape != array.shape:
+        return False
+    # Compare bytes, not values: NaN payloads and signed zeros must survive too.
+    as_stored = np.ascontiguousarray(decoded, dtype=array.dtype)
+    return as_stored.tobytes() == array.tobytes()
+
+
+def compress(volume: Any, settings: Settings | None = None, **overrides: Any) -> bytes:
+    """Losslessly compress an array (uint8 (z, y, x) takes the learned path) to container bytes."""
+    return encode(volume, settings, **overrides).data
+
+
+def _architecture(config: dict[str, Any]) -> Architecture:
+    raw = config.get("architecture")
+    if not isinstance(raw, dict):
+        raise CorruptDataError("CONF has no model architecture")
+    try:
+        arch = Architecture(**raw)
+    except TypeError as exc:
+        raise CorruptDataError(f"CONF architecture is malformed: {exc}") from exc
+    for name, (lo, hi) in _MODEL_LIMITS.items():
+        value = getattr(arch, name)
+        if not isinstance(value, int) or not lo <= value <= hi:
+            raise CorruptDataError(f"CONF architecture field {name}={value!r} is out of range")
+    if arch.family not in ("gaussian", "laplace"):
+        raise CorruptDataError(f"CONF names unknown distribution family {arch.family!r}")
+    return arch
+
+
+def _decode_model(arch: Architecture, packed: bytes) -> IntegerModel:
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        raw = decompressor.decompress(packed, max_length=_MAX_MODEL_BYTES)
+    except lzma.LZMAError as exc:
+        raise CorruptDataError(f"model weights do not decompress: {exc}") from exc
+    return IntegerModel.from_bytes(arch, raw)
+
+
+def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
+    """Decode container bytes back to the exact array that was compressed."""
+    parsed = container.unpack(data)
+    header = parsed.header
+    dtype = np.dtype(header.dtype)
+    shape = header.shape
+    if header.codec == "learned":
+        if dtype != np.uint8 or len(shape) not in (2, 3):
+            raise CorruptDataError(f"learned container claims {header.dtype} {shape}")
+        shape3 = (1,) + shape if len(shape) == 2 else shape
+        model = _decode_model(_architecture(parsed.config), parsed.model)
+        streams = learned.unpack_streams(parsed.data, shape3[0])
+        on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
+        with torch.no_grad():
+            array = learned.decode_block(model, streams, shape3, on_slice).reshape(shape)
+    elif header.codec == "jpegxl":
+        if header.dtype not in fallback.JPEGXL_DTYPES or len(shape) not in (2, 3):
+            raise CorruptDataError(f"JPEG-XL container claims {header.dtype} {shape}")
+        shape3 = (1,) + shape if len(shape) == 2 else shape
+        array = fallback.decode_jpegxl(parsed.data, shape3, dtype).reshape(shape)
+    elif header.codec == "lzma":
+        array = fallback.decode_lzma(parsed.data, shape, dtype)
+    else:  # pragma: no cover - unpack() already refuses unknown ids
+        raise FormatError(f"unknown codec {header.codec}")
+    if hashlib.sha256(array.tobytes()).digest() != header.sha256:
+        raise CorruptDataError("decoded block does not match its recorded SHA-256")
+    original = parsed.config.get("original_dtype")
+    if isinstance(original, str) and original != header.dtype:
+        try:
+            array = array.astype(np.dtype(original))
+        except TypeError as exc:
+            raise CorruptDataError(f"CONF original_dtype {original!r} is not a dtype") from exc
+    return array
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What ``emzip info`` shows about a container without decoding it."""
+
+    codec: str
+    dtype: str
+    shape: tuple[int, ...]
+    sha256: str
+    compressed_bytes: int
+    bits_per_voxel: float
+    config: dict[str, Any]
+
+
+def inspect(data: bytes) -> ContainerInfo:
+    """Parse and checksum-check a container and describe it (no decoding)."""
+    parsed = container.unpack(data)
+    h = parsed.header
+    return ContainerInfo(
+        codec=h.codec,
+        dtype=h.dtype,
+        shape=h.shape,
+        sha256=h.sha256.hex(),
+        compressed_bytes=len(data),
+        bits_per_voxel=8.0 * len(data) / max(h.voxels, 1),
+        config=parsed.config,
+    )

@@ -1,0 +1,147 @@
+"""Learned coding of one uint8 block with a frozen :class:`IntegerModel`.
+
+The encoder knows every voxel, so it evaluates the model on the whole block at once; the
+decoder marches slice by slice and row pass by row pass, computing exactly the same integers
+from exactly the same inputs (see :mod:`codec.context`). One ANS stream per slice, each with
+the CRC32 of the slice it decodes to, so a mismatch is reported at the slice where it happens.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from codec import context
+from codec.entropy import StreamDecoder, encode_symbols
+from codec.errors import CorruptDataError
+from codec.quantize import IntegerModel
+
+#: Slices evaluated together by the encoder (bounds its memory: ~60 MB per 256x256 slice).
+_ENCODE_CHUNK = 4
+
+
+@dataclass(frozen=True)
+class SliceStream:
+    """The coded words of one slice and the CRC32 of its raw bytes."""
+
+    words: np.ndarray  # uint32
+    crc32: int
+
+
+def block_parameters(
+    model: IntegerModel, volume: np.ndarray, device: torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (mean16, scale index) of every voxel, each (Z, H, W) int64, in one sweep."""
+    device = device or torch.device("cpu")
+    z, h, w = volume.shape
+    centred = torch.as_tensor(volume.astype(np.int64) - context.CENTER, device=device).to(torch.float64)
+    previous = context.previous_slices(centred, model.arch.k)
+    mean16 = np.empty((z, h, w), np.int64)
+    scale_index = np.empty((z, h, w), np.int64)
+    for start in range(0, z, _ENCODE_CHUNK):
+        stop = min(start + _ENCODE_CHUNK, z)
+        features = model.trunk_features(previous[start:stop])
+        for p in range(len(context.PASSES)):
+            cols = torch.as_tensor(context.pass_columns(w, p), device=device)
+            raw = context.neighbour_features(centred[start:stop], previous[start:stop, 0], p)
+            x = torch.cat([features, raw], dim=1)[..., cols]  # (N, F, H, Wp)
+            flat = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).cpu().numpy()
+            m, s = model.head(flat, p)
+            shape = (stop - start, h, len(cols))
+            mean16[start:stop, :, cols.cpu().numpy()] = m.reshape(shape)
+            scale_index[start:stop, :, cols.cpu().numpy()] = s.reshape(shape)
+    return mean16, scale_index
+
+
+def _decoding_order(plane: np.ndarray) -> np.ndarray:
+    """A (H, W) plane flattened as the decoder visits it: per row, pass after pass."""
+    width = plane.shape[1]
+    return np.concatenate([plane[:, context.pass_columns(width, p)] for p in range(len(context.PASSES))], axis=1).ravel()
+
+
+def encode_block(model: IntegerModel, volume: np.ndarray, device: torch.device | None = None) -> list[SliceStream]:
+    """Code a uint8 (Z, H, W) block into one stream per slice."""
+    mean16, scale_index = block_parameters(model, volume, device)
+    streams = []
+    for z in range(volume.shape[0]):
+        words = encode_symbols(
+            model.arch.family,
+            _decoding_order(volume[z]),
+            _decoding_order(mean16[z]),
+            _decoding_order(scale_index[z]),
+        )
+        streams.append(SliceStream(words, zlib.crc32(volume[z].tobytes())))
+    return streams
+
+
+def decode_block(
+    model: IntegerModel,
+    streams: list[SliceStream],
+    shape: tuple[int, int, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Decode the streams of :func:`encode_block` back into the uint8 block."""
+    z_count, h, w = shape
+    out = np.empty(shape, np.uint8)
+    history = torch.zeros((model.arch.k, h, w), dtype=torch.float64)  # centred, newest first
+    previous_padded = context.padded_plane(h, w)
+    columns = [context.pass_columns(w, p) for p in range(len(context.PASSES))]
+    for z in range(z_count):
+        features = model.trunk_features(history.unsqueeze(0))[0].numpy()  # (C, H, W)
+        current_padded = context.padded_plane(h, w)
+        decoder = StreamDecoder(model.arch.family, streams[z].words)
+        for row in range(h):
+            for p, cols in enumerate(columns):
+                if cols.size == 0:
+                    continue
+                raw = context.row_neighbour_features(current_padded, previous_padded, row, p)
+                x = np.concatenate([features[:, row, cols].T, raw], axis=1)
+                mean16, scale_index = model.head(x, p)
+                symbols = decoder.decode(mean16, scale_index)
+                current_padded[row + context.PAD_Y, cols + context.PAD_X] = symbols - context.CENTER
+        plane = current_padded[context.PAD_Y : context.PAD_Y + h, context.PAD_X : context.PAD_X + w]
+        out[z] = (plane + context.CENTER).astype(np.uint8)
+        if zlib.crc32(out[z].tobytes()) != streams[z].crc32 or not decoder.is_exhausted():
+            raise CorruptDataError(f"slice {z} did not decode to its recorded CRC32: stream or model damaged")
+        previous_padded = current_padded
+        if model.arch.k > 0:
+            history = torch.roll(history, 1, dims=0)
+            history[0] = torch.from_numpy(plane.copy())
+        if progress is not None:
+            progress(z + 1, z_count)
+    return out
+
+
+def pack_streams(streams: list[SliceStream]) -> bytes:
+    """DATA payload of the learned codec: u32 slice count, then per slice u32 CRC32, u32 word
+    count and the words (u32), all little-endian."""
+    parts = [struct.pack("<I", len(streams))]
+    for s in streams:
+        parts.append(struct.pack("<II", s.crc32, s.words.size))
+        parts.append(s.words.astype("<u4").tobytes())
+    return b"".join(parts)
+
+
+def unpack_streams(data: bytes, slices: int) -> list[SliceStream]:
+    """Inverse of :func:`pack_streams`, checking every length against the payload."""
+    if len(data) < 4 or struct.unpack_from("<I", data, 0)[0] != slices:
+        raise CorruptDataError(f"learned payload does not hold {slices} slice streams")
+    offset, streams = 4, []
+    for z in range(slices):
+        if offset + 8 > len(data):
+            raise CorruptDataError(f"learned payload ends before slice {z}")
+        crc, count = struct.unpack_from("<II", data, offset)
+        offset += 8
+        if offset + 4 * count > len(data):
+            raise CorruptDataError(f"stream of slice {z} runs past the payload")
+        words = np.frombuffer(data, "<u4", count, offset).astype(np.uint32)
+        offset += 4 * count
+        streams.append(SliceStream(words, crc))
+    if offset != len(data):
+        raise CorruptDataError("learned payload has trailing bytes")
+    return streams

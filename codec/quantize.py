@@ -1,0 +1,279 @@
+"""Freeze a trained float model into exact integer arithmetic, and run it.
+
+Every layer becomes integer weights (at most ``WEIGHT_BITS`` bits), an integer bias, and a
+per-output-channel power-of-two rescale with rounding and clamping done in int64. Matrix
+products run in float64 on integer values whose partial sums stay far below 2**53, so every
+summation order, thread count, batch size, BLAS, CPU or GPU gives the same integers. The
+convolution is an explicit im2col + matmul, so no Winograd or FFT algorithm is ever chosen.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codec import context
+from codec.distributions import MEAN_FRACTION_BITS, N_SCALES
+from codec.errors import CorruptDataError
+from codec.model import Architecture, ContextModel
+
+#: Trunk convolutions keep 8-bit weights. The heads mix inputs of very different ranges (raw
+#: voxels and trunk features), so their weights keep 12 bits; the output layer, whose rounding
+#: errors would add up to a brightness-dependent bias of the predicted mean, keeps 16 bits.
+TRUNK_WEIGHT_BITS = 8
+HEAD_WEIGHT_BITS = 12
+OUTPUT_WEIGHT_BITS = 16
+ACTIVATION_BITS = 10
+_ACTIVATION_MAX = (1 << ACTIVATION_BITS) - 1
+_MEAN_MAX = 255 << MEAN_FRACTION_BITS
+_EXP_LIMIT = 60
+
+
+@dataclass(frozen=True)
+class IntegerLayer:
+    """y = clamp(round(Σ w·x + b) / 2**shift), lo, hi) per output channel, all integers."""
+
+    weight: np.ndarray  # int8 (hidden) or int16 (output), (out, in) or (out, in, 3, 3)
+    bias: np.ndarray  # int32, (out,)
+    shift: np.ndarray  # int8, (out,)
+    lo: np.ndarray  # int64, (out,)
+    hi: np.ndarray  # int64, (out,)
+
+
+def _layer_shapes(arch: Architecture) -> list[tuple[int, ...]]:
+    """Weight shapes of the integer model, in storage order."""
+    shapes: list[tuple[int, ...]] = []
+    c_in = arch.k
+    for _ in range(arch.trunk_layers):
+        shapes.append((arch.trunk_channels, c_in, 3, 3))
+        c_in = arch.trunk_channels
+    for p in range(len(context.PASSES)):
+        width = context.head_input_width(p, arch.trunk_channels)
+        shapes += [(arch.head_hidden, width), (arch.head_hidden, arch.head_hidden), (2, arch.head_hidden + width)]
+    return shapes
+
+
+def _is_output(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and shape[0] == 2
+
+
+def _weight_dtype(shape: tuple[int, ...]) -> str:
+    """Little-endian storage type of a layer's weights."""
+    return "<i1" if len(shape) == 4 else "<i2"
+
+
+def _weight_limit(shape: tuple[int, ...]) -> int:
+    if len(shape) == 4:
+        bits = TRUNK_WEIGHT_BITS
+    else:
+        bits = OUTPUT_WEIGHT_BITS if _is_output(shape) else HEAD_WEIGHT_BITS
+    return (1 << (bits - 1)) - 1
+
+
+def _output_bounds(arch: Architecture) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Clamp range of every layer's outputs: ReLU layers to the activation range, heads to grids."""
+    bounds: list[tuple[np.ndarray, np.ndarray]] = []
+    for shape in _layer_shapes(arch):
+        if _is_output(shape):  # output layer: (mean on the 1/16 grid, scale index)
+            bounds.append((np.array([0, 0], np.int64), np.array([_MEAN_MAX, N_SCALES - 1], np.int64)))
+        else:
+            bounds.append((np.zeros(shape[0], np.int64), np.full(shape[0], _ACTIVATION_MAX, np.int64)))
+    return bounds
+
+
+class IntegerModel:
+    """The frozen model that both encoder and decoder run; bit-exact everywhere."""
+
+    def __init__(self, arch: Architecture, layers: list[IntegerLayer]) -> None:
+        self.arch = arch
+        self.layers = layers
+        self.trunk = layers[: arch.trunk_layers]
+        n = arch.trunk_layers
+        self.heads = [layers[n + 3 * p : n + 3 * p + 3] for p in range(len(context.PASSES))]
+
+    # -- inference -------------------------------------------------------------------------
+    def trunk_features(self, previous: torch.Tensor) -> torch.Tensor:
+        """(N, k, H, W) centred integer slices -> (N, C, H, W) integer features (float64)."""
+        x = previous.to(torch.float64)
+        n, _, h, w = x.shape
+        for layer in self.trunk:
+            weight = torch.as_tensor(layer.weight, device=x.device).to(torch.float64)
+            cols = F.unfold(x, kernel_size=3, padding=1)  # (N, C_in*9, H*W)
+            acc = torch.matmul(weight.reshape(weight.shape[0], -1), cols)  # exact: integers < 2**53
+            acc = acc.round().to(torch.int64) + torch.as_tensor(layer.bias, device=x.device).to(torch.int64)[:, None]
+            x = _requantize_torch(acc, layer, dim=1).to(torch.float64).reshape(n, -1, h, w)
+        return x
+
+    def head(self, inputs: np.ndarray, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(M, F) integer head inputs -> (mean on the 1/16 grid, scale index), both int64 (M,)."""
+        hidden1, hidden2, output = self.heads[pass_index]
+        x = np.asarray(inputs, dtype=np.float64)
+        h = _dense(x, hidden1)
+        h = _dense(h, hidden2)
+        out = _dense(np.concatenate([h, x], axis=1), output)
+        return out[:, 0].astype(np.int64), out[:, 1].astype(np.int64)
+
+    # -- serialization ---------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Weights, biases and shifts in storage order, little-endian."""
+        parts = []
+        for layer in self.layers:
+            parts.append(layer.weight.astype(_weight_dtype(layer.weight.shape)).tobytes())
+            parts.append(layer.bias.astype("<i4").tobytes())
+            parts.append(layer.shift.astype("<i1").tobytes())
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, arch: Architecture, data: bytes) -> IntegerModel:
+        """Inverse of :meth:`to_bytes`; raises CorruptDataError unless the size is exact."""
+        shapes = _layer_shapes(arch)
+        expected = sum(int(np.prod(s)) * np.dtype(_weight_dtype(s)).itemsize + 5 * s[0] for s in shapes)
+        if len(data) != expected:
+            raise CorruptDataError(f"model weights are {len(data)} bytes, the architecture needs {expected}")
+        layers, offset = [], 0
+        for shape, (lo, hi) in zip(shapes, _output_bounds(arch)):
+            size = int(np.prod(shape))
+            dtype = np.dtype(_weight_dtype(shape))
+            weight = np.frombuffer(data, dtype, size, offset).reshape(shape).astype(dtype.newbyteorder("="))
+            offset += size * dtype.itemsize
+            bias = np.frombuffer(data, "<i4", shape[0], offset).astype(np.int32)
+            offset += 4 * shape[0]
+            shift = np.frombuffer(data, "<i1", shape[0], offset).astype(np.int8)
+            offset += shape[0]
+            if np.any(np.abs(shift.astype(np.int64)) > _EXP_LIMIT):
+                raise CorruptDataError("model shift out of range")
+            layers.append(IntegerLayer(weight, bias, shift, lo, hi))
+        return cls(arch, layers)
+
+
+def _round_shift(acc: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """round(acc / 2**shift) in int64 (halves round up), per output channel on the last axis."""
+    s = shift.astype(np.int64)
+    left = np.left_shift(acc, np.maximum(-s, 0))
+    right = np.maximum(s, 0)
+    half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
+    return np.right_shift(left + half, right)
+
+
+def _dense(x: np.ndarray, layer: IntegerLayer) -> np.ndarray:
+    acc = np.rint(x @ layer.weight.astype(np.float64).T).astype(np.int64) + layer.bias.astype(np.int64)
+    return np.clip(_round_shift(acc, layer.shift), layer.lo, layer.hi).astype(np.float64)
+
+
+def _requantize_torch(acc: torch.Tensor, layer: IntegerLayer, dim: int) -> torch.Tensor:
+    shape = [1] * acc.dim()
+    shape[dim] = -1
+    s = torch.as_tensor(layer.shift.astype(np.int64), device=acc.device).reshape(shape)
+    left = torch.bitwise_left_shift(acc, (-s).clamp_min(0))
+    right = s.clamp_min(0)
+    half = torch.where(right > 0, torch.bitwise_left_shift(torch.ones_like(right), (right - 1).clamp_min(0)), 0)
+    out = torch.bitwise_right_shift(left + half, right)
+    lo = torch.as_tensor(layer.lo, device=acc.device).reshape(shape)
+    hi = torch.as_tensor(layer.hi, device=acc.device).reshape(shape)
+    return torch.maximum(torch.minimum(out, hi), lo)
+
+
+# -- quantization ------------------------------------------------------------------------------
+def _exponent_for(max_abs: np.ndarray, limit: int) -> np.ndarray:
+    """Largest e with max_abs * 2**e <= limit, clipped to a safe range.
+
+    Where max_abs is 0 (a channel that never fired, a weight row of zeros) the largest
+    exponent of the others is used, so that the channel cannot inflate a consumer's weights.
+    """
+    alive = max_abs > 0
+    e = np.floor(np.log2(limit / np.where(alive, max_abs, 1.0)))
+    e = np.where(alive, e, e[alive].max() if alive.any() else 0)
+    return np.clip(e, -_EXP_LIMIT // 2, _EXP_LIMIT // 2).astype(np.int64)
+
+
+def _quantize_layer(
+    weight: np.ndarray, bias: np.ndarray, in_exp: np.ndarray, out_exp: np.ndarray | None,
+    lo: np.ndarray, hi: np.ndarray,
+) -> IntegerLayer:
+    """Quantize one layer whose inputs are integers x with real value x * 2**-in_exp[i].
+
+    ``out_exp`` gives the integer grid of each output (real * 2**out_exp), for ReLU layers from
+    calibration, for output layers from the coding grids.
+    """
+    in_scale = np.power(2.0, -in_exp.astype(np.float64))
+    folded = weight * in_scale.reshape((1, -1) + (1,) * (weight.ndim - 2))
+    max_abs = np.abs(folded.reshape(folded.shape[0], -1)).max(axis=1)
+    limit = _weight_limit(weight.shape)
+    # The bias must fit its int32 field at the same scale as the weights.
+    w_exp = np.minimum(_exponent_for(max_abs, limit), _exponent_for(np.abs(bias), 2**31 - 1))
+    scale = np.power(2.0, w_exp.astype(np.float64)).reshape((-1,) + (1,) * (weight.ndim - 1))
+    w_int = np.clip(np.rint(folded * scale), -limit, limit).astype(np.int16 if limit > 127 else np.int8)
+    b_int = np.clip(np.rint(bias * np.power(2.0, w_exp)), -(2**31), 2**31 - 1).astype(np.int32)
+    assert out_exp is not None
+    shift = np.clip(w_exp - out_exp, -_EXP_LIMIT, _EXP_LIMIT).astype(np.int8)
+    return IntegerLayer(w_int, b_int, shift, lo, hi)
+
+
+def _calibrate(model: ContextModel, stack: torch.Tensor) -> list[np.ndarray]:
+    """Per-channel maxima of every ReLU output, in layer order (trunk, head 0, head 1)."""
+    maxima: list[np.ndarray] = []
+    hooks = []
+
+    def recorder(channel_dim: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        def record(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+            dims = [d for d in range(out.dim()) if d != channel_dim % out.dim()]
+            maxima.append(out.detach().amax(dim=dims).cpu().numpy().astype(np.float64))
+
+        return record
+
+    for module in model.trunk:
+        if isinstance(module, nn.ReLU):
+            hooks.append(module.register_forward_hook(recorder(1)))
+    for head in model.heads:
+        for module in head:
+            if isinstance(module, nn.ReLU):
+                hooks.append(module.register_forward_hook(recorder(-1)))
+    try:
+        with torch.no_grad():
+            model(stack)
+    finally:
+        for h in hooks:
+            h.remove()
+    return maxima
+
+
+def quantize_model(model: ContextModel, calibration_stack: torch.Tensor) -> IntegerModel:
+    """Turn a trained float model into an :class:`IntegerModel` (post-training quantization)."""
+    arch = model.arch
+    maxima = _calibrate(model, calibration_stack)
+    act_exp = [_exponent_for(m * 1.25, _ACTIVATION_MAX) for m in maxima]
+    bounds = _output_bounds(arch)
+    layers: list[IntegerLayer] = []
+    in_exp = np.full(arch.k, context.INPUT_EXP, np.int64)
+    convs = [m for m in model.trunk if isinstance(m, nn.Conv2d)]
+    for i, conv in enumerate(convs):
+        lo, hi = bounds[len(layers)]
+        layers.append(_quantize_layer(conv.weight.detach().cpu().double().numpy(), conv.bias.detach().cpu().double().numpy(), in_exp, act_exp[i], lo, hi))
+        in_exp = act_exp[i]
+    trunk_exp = in_exp
+    n_trunk = len(convs)
+    for p, (head, output) in enumerate(zip(model.heads, model.outputs)):
+        linears = [m for m in head if isinstance(m, nn.Linear)]
+        raw_exp = np.full(len(context.PREV_OFFSETS) + len(context.pass_offsets(p)), context.INPUT_EXP, np.int64)
+        head_in = np.concatenate([trunk_exp, raw_exp])
+        e_in = head_in
+        for j, lin in enumerate(linears):
+            lo, hi = bounds[len(layers)]
+            e_out = act_exp[n_trunk + 2 * p + j]
+            layers.append(_quantize_layer(lin.weight.detach().cpu().double().numpy(), lin.bias.detach().cpu().double().numpy(), e_in, e_out, lo, hi))
+            e_in = e_out
+        lo, hi = bounds[len(layers)]
+        # Output 0 is the centred mean / 2**INPUT_EXP, coded as grey * 2**MEAN_FRACTION_BITS;
+        # output 1 is the scale index itself.
+        w = output.weight.detach().cpu().double().numpy()
+        b = output.bias.detach().cpu().double().numpy().copy()
+        b[0] += context.CENTER / 2**context.INPUT_EXP  # fold the centring into the bias
+        out_exp = np.array([context.INPUT_EXP + MEAN_FRACTION_BITS, 0], np.int64)
+        layers.append(_quantize_layer(w, b, np.concatenate([e_in, head_in]), out_exp, lo, hi))
+    return IntegerModel(arch, layers)

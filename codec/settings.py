@@ -1,0 +1,80 @@
+"""Encoder settings: what a user may choose, with defaults that suit a 64-slice EM block.
+
+Only the encoder reads these; everything the decoder needs is written into the container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from codec.distributions import FAMILIES
+from codec.errors import UnsupportedInputError
+
+#: Training steps per effort level (0: no learned model, classic fallback only).
+EFFORT_STEPS = {0: 0, 1: 300, 2: 1000, 3: 3000, 4: 8000}
+CODEC_CHOICES = ("auto", "learned", "jpegxl", "lzma")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to compress a block.
+
+    k: previous slices the model sees (context depth). channels, layers: trunk width and depth.
+    hidden: width of the per-voxel heads. family: per-voxel distribution ("laplace" or
+    "gaussian"). effort: training budget level 0-4 (see EFFORT_STEPS); steps overrides it.
+    max_seconds: optional wall-clock cap on training (makes output depend on machine speed).
+    device: "auto" (CUDA when present), "cpu" or "cuda[:N]". seed: training seed.
+    codec: "auto" (learned unless a classic codec is smaller or the input is unsupported),
+    "learned" (whatever its size; still falls back when training or verification fails),
+    "jpegxl" or "lzma" (classic only).
+    fallback_effort: JPEG-XL effort of the classic path. verify: decode in-process and compare
+    before returning (the pipeline verifies again in another process).
+    """
+
+    k: int = 2
+    channels: int = 16
+    layers: int = 3
+    hidden: int = 32
+    family: str = "laplace"
+    effort: int = 2
+    steps: int | None = None
+    max_seconds: float | None = None
+    device: str = "auto"
+    seed: int = 0
+    codec: str = "auto"
+    fallback_effort: int = 7
+    verify: bool = True
+
+    def training_steps(self) -> int:
+        """Number of training steps this setting asks for."""
+        return self.steps if self.steps is not None else EFFORT_STEPS[self.effort]
+
+    def validated(self) -> Settings:
+        """Return self, or raise UnsupportedInputError naming the first bad field."""
+        checks = [
+            (1 <= self.k <= 8, "k must be 1..8"),
+            (1 <= self.channels <= 64, "channels must be 1..64"),
+            (1 <= self.layers <= 6, "layers must be 1..6"),
+            (1 <= self.hidden <= 128, "hidden must be 1..128"),
+            (self.family in FAMILIES, f"family must be one of {FAMILIES}"),
+            (self.effort in EFFORT_STEPS, f"effort must be one of {sorted(EFFORT_STEPS)}"),
+            (self.steps is None or self.steps >= 0, "steps must be >= 0"),
+            (self.codec in CODEC_CHOICES, f"codec must be one of {CODEC_CHOICES}"),
+            (1 <= self.fallback_effort <= 10, "fallback_effort must be 1..10"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UnsupportedInputError(f"invalid setting: {message}")
+        return self
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with ``overrides`` applied; unknown names are an error, not ignored."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UnsupportedInputError(f"unknown setting(s): {', '.join(unknown)}")
+        return replace(self, **overrides).validated()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

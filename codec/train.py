@@ -1,0 +1,165 @@
+"""Train a context model on one block: seeded, budgeted, with early stopping.
+
+Training sees random crops of random slices (teacher forcing: every causal neighbour is the
+true voxel, exactly what the decoder will have). A fixed, seeded validation set of crops picks
+the best weights and stops training when they stop improving.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from codec import context
+from codec.model import Architecture, ContextModel
+
+#: Voxels this close to a crop's edge see zero padding that the full slice would not have.
+_MARGIN = 3
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """How much training a block gets."""
+
+    steps: int = 1500
+    batch: int = 8
+    crop: int = 64
+    learning_rate: float = 3e-3
+    eval_every: int = 100
+    patience: int = 4
+    max_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What training did, for the container's metadata and the provenance record."""
+
+    steps: int
+    seconds: float
+    validation_bits: float
+    stopped_early: bool
+    device: str
+
+
+def model_stack(volume: np.ndarray, k: int, device: torch.device) -> torch.Tensor:
+    """(Z, 1 + k, H, W) float32 model input for a uint8 block: each slice and its predecessors."""
+    centred = torch.as_tensor(volume, device=device).to(torch.float32) - context.CENTER
+    scaled = centred / (2**context.INPUT_EXP)
+    return torch.cat([scaled.unsqueeze(1), context.previous_slices(scaled, k)], dim=1)
+
+
+class _Sampler:
+    """Draws batches of crops of (stack, grey, weight) from one block."""
+
+    def __init__(self, volume: np.ndarray, k: int, crop: int, device: torch.device, seed: int):
+        self.stack = model_stack(volume, k, device)
+        self.grey = torch.as_tensor(volume, device=device).to(torch.float32)
+        self.z, self.h, self.w = volume.shape
+        self.ch = min(crop + 2 * _MARGIN, self.h)
+        self.cw = min(crop + 2 * _MARGIN, self.w)
+        self.rng = np.random.default_rng(seed)
+        weight = torch.ones((self.ch, self.cw), device=device)
+        if self.ch < self.h:
+            weight[:_MARGIN] = 0
+            weight[-_MARGIN:] = 0
+        if self.cw < self.w:
+            weight[:, :_MARGIN] = 0
+            weight[:, -_MARGIN:] = 0
+        self.weight = weight
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        zs = self.rng.integers(0, self.z, n)
+        ys = self.rng.integers(0, self.h - self.ch + 1, n)
+        xs = self.rng.integers(0, self.w - self.cw + 1, n)
+        stacks = [self.stack[z, :, y : y + self.ch, x : x + self.cw] for z, y, x in zip(zs, ys, xs)]
+        greys = [self.grey[z, y : y + self.ch, x : x + self.cw] for z, y, x in zip(zs, ys, xs)]
+        return torch.stack(stacks), torch.stack(greys), self.weight
+
+
+#: Share of a row's voxels that each pass codes: weights each head's loss so that the mean is
+#: the expected bits per voxel of the real coding order.
+_PASS_SHARE = torch.tensor([1.0 / period for period, _ in context.PASSES])
+
+
+def _mean_bits(model: ContextModel, stack: torch.Tensor, grey: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Expected bits per voxel: every head predicts every voxel (more signal per step), and the
+    heads are weighted by the share of voxels they code."""
+    bits = model.bits(stack, grey)  # (N, passes, H, W)
+    per_pass = (bits * weight).sum(dim=(0, 2, 3)) / (weight.sum() * bits.shape[0])
+    return (per_pass * _PASS_SHARE.to(per_pass.device)).sum()
+
+
+def train_model(
+    volume: np.ndarray,
+    arch: Architecture,
+    budget: TrainBudget,
+    device: torch.device,
+    seed: int,
+    initial_state: dict[str, torch.Tensor] | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[ContextModel, TrainReport]:
+    """Fit a :class:`ContextModel` to ``volume`` (uint8, (Z, H, W)) and return the best one.
+
+    Deterministic for a given seed and device. ``initial_state`` warm-starts from an earlier
+    block's model (free on the encoder side: only the final weights travel).
+    """
+    start = time.monotonic()
+    torch.manual_seed(seed)
+    model = ContextModel(arch).to(device)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    sampler = _Sampler(volume, arch.k, budget.crop, device, seed)
+    validation = [sampler.batch(budget.batch) for _ in range(2)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=budget.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * min(s / max(budget.steps, 1), 1.0)))
+    )
+
+    def validate() -> float:
+        with torch.no_grad():
+            return float(sum(_mean_bits(model, *b) for b in validation) / len(validation))
+
+    best_bits = validate()
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    stale = 0
+    stopped_early = False
+    step = 0
+    for step in range(1, budget.steps + 1):
+        loss = _mean_bits(model, *sampler.batch(budget.batch))
+        if not torch.isfinite(loss):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        schedule.step()
+        if step % budget.eval_every == 0 or step == budget.steps:
+            bits = validate()
+            if progress is not None:
+                progress(step, bits)
+            if bits < best_bits - 1e-4:
+                best_bits, stale = bits, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= budget.patience:
+                    stopped_early = True
+                    break
+            if budget.max_seconds is not None and time.monotonic() - start > budget.max_seconds:
+                stopped_early = True
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    report = TrainReport(
+        steps=step,
+        seconds=time.monotonic() - start,
+        validation_bits=best_bits,
+        stopped_early=stopped_early,
+        device=str(device),
+    )
+    return model, report

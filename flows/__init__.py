@@ -1,0 +1,1 @@
+"""Prefect flows of emzip (composition only) and the ``emzip`` command line."""

@@ -1,0 +1,78 @@
+"""Reading and writing whole arrays for the command line: ``.npy`` and TIFF stacks.
+
+Bad input gets an error naming the file and the problem; outputs are written to a temporary
+name in the destination folder, fsynced, then renamed, so no partial file ever carries the
+final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class VolumeFileError(Exception):
+    """An input or output file could not be used; the message names the file and the reason."""
+
+
+def read_volume(path: Path) -> np.ndarray:
+    """Load a ``.npy`` array (never pickled objects) or a TIFF stack (z, y, x)."""
+    if not path.is_file():
+        raise VolumeFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            return tifffile.imread(path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise VolumeFileError(f"{path}: cannot read as {suffix} ({exc})") from exc
+    raise VolumeFileError(f"{path}: unsupported input type {suffix!r} (use .npy, .tif or .tiff)")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_volume(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` as ``.npy`` or TIFF (chosen by suffix), atomically."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        atomic_write_bytes(path, buffer.getvalue())
+    elif suffix in TIFF_SUFFIXES:
+        import io
+
+        import tifffile
+
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, array)
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        raise VolumeFileError(f"{path}: unsupported output type {suffix!r} (use .npy, .tif or .tiff)")

@@ -1,0 +1,24 @@
+"""codec/ is a pure library: importing it pulls in no pipeline or service package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_codec_imports_no_pipeline_packages() -> None:
+    probe = (
+        "import sys, codec, codec.api, codec.learned, codec.fallback; "
+        "bad = [m for m in ('prefect', 'globus_sdk', 'tensorstore') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_only_entropy_module_imports_constriction() -> None:
+    users = [p.name for p in (ROOT / "codec").glob("*.py") if "import constriction" in p.read_text()]
+    assert users == ["entropy.py"]
