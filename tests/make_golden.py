@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import FORMAT_VERSION, encode
+from codec import FORMAT_VERSION, container, encode, learned
 from flows.synthetic import em_like
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -44,6 +44,10 @@ def main() -> None:
             "raw_sha256": hashlib.sha256(array.tobytes()).hexdigest(),
             "container_sha256": hashlib.sha256(result.data).hexdigest(),
         }
+        if name == "learned":
+            parsed = container.unpack(result.data)
+            streams = learned.unpack_streams(parsed.data, array.shape[0])
+            manifest[path.name]["first_words"] = [int(w) for w in streams[0].words[:4]]
     (GOLDEN / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
