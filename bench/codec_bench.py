@@ -71,8 +71,11 @@ def run(paths: list[Path], settings: Settings) -> list[dict[str, object]]:
             block_seconds.append(t1 - t0)
             paths_used[result.codec] = paths_used.get(result.codec, 0) + 1
             _add(totals, "emzip", len(result.data), block.nbytes, t1 - t0, t2 - t1)
-            print(f"  {path.name} block {i} {block.shape}: emzip {8 * len(result.data) / block.size:.3f} bpv "
-                  f"({result.codec}), encode {t1 - t0:.1f} s, decode {t2 - t1:.1f} s", flush=True)
+            print(
+                f"  {path.name} block {i} {block.shape}: emzip {8 * len(result.data) / block.size:.3f} bpv "
+                f"({result.codec}), encode {t1 - t0:.1f} s, decode {t2 - t1:.1f} s",
+                flush=True,
+            )
             for name, (enc, dec) in CLASSIC.items():
                 t0 = time.perf_counter()
                 parts = enc(block)
@@ -84,17 +87,19 @@ def run(paths: list[Path], settings: Settings) -> list[dict[str, object]]:
                 _add(totals, name, sum(len(p) for p in parts), block.nbytes, t1 - t0, t2 - t1)
         jxl_bits = totals["JPEG-XL (lossless, effort 7)"]["bytes"]
         for name, t in totals.items():
-            rows.append({
-                "volume": path.name,
-                "shape": list(volume.shape),
-                "codec": name,
-                "bits_per_voxel": 8 * t["bytes"] / t["raw"],
-                "ratio_to_jpegxl": t["bytes"] / jxl_bits,
-                "encode_MBps": t["raw"] / 1e6 / t["encode_s"],
-                "decode_MBps": t["raw"] / 1e6 / t["decode_s"],
-                "encode_s_per_block": (sum(block_seconds) / len(block_seconds)) if name == "emzip" else None,
-                "paths": paths_used if name == "emzip" else None,
-            })
+            rows.append(
+                {
+                    "volume": path.name,
+                    "shape": list(volume.shape),
+                    "codec": name,
+                    "bits_per_voxel": 8 * t["bytes"] / t["raw"],
+                    "ratio_to_jpegxl": t["bytes"] / jxl_bits,
+                    "encode_MBps": t["raw"] / 1e6 / t["encode_s"],
+                    "decode_MBps": t["raw"] / 1e6 / t["decode_s"],
+                    "encode_s_per_block": (sum(block_seconds) / len(block_seconds)) if name == "emzip" else None,
+                    "paths": paths_used if name == "emzip" else None,
+                }
+            )
     return rows
 
 
@@ -129,8 +134,11 @@ def main() -> None:
     if not args.volumes:
         raise SystemExit("no volumes given and ../shared/data has none")
     settings = Settings(effort=args.effort, verify=False)
-    print(f"torch threads: {torch.get_num_threads()}, device: {'cuda' if torch.cuda.is_available() else 'cpu'}, "
-          f"settings: {settings}", flush=True)
+    print(
+        f"torch threads: {torch.get_num_threads()}, device: {'cuda' if torch.cuda.is_available() else 'cpu'}, "
+        f"settings: {settings}",
+        flush=True,
+    )
     rows = run(args.volumes, settings)
     print(table(rows))
     if args.json:

@@ -72,7 +72,9 @@ def _pick_device(name: str) -> torch.device:
 def _as_array(volume: Any) -> np.ndarray:
     array = np.asarray(volume)
     if array.ndim > container.MAX_NDIM:
-        raise UnsupportedInputError(f"arrays of {array.ndim} dimensions are not supported (at most {container.MAX_NDIM})")
+        raise UnsupportedInputError(
+            f"arrays of {array.ndim} dimensions are not supported (at most {container.MAX_NDIM})"
+        )
     le = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
     if le.str not in container.DTYPES:
         raise UnsupportedInputError(f"dtype {array.dtype} is not supported (supported: {', '.join(container.DTYPES)})")
@@ -84,11 +86,16 @@ def _header(array: np.ndarray, codec: str) -> Header:
 
 
 def _as_3d(array: np.ndarray) -> np.ndarray:
-    return array.reshape((1,) + array.shape) if array.ndim == 2 else array
+    return array.reshape((1, *array.shape)) if array.ndim == 2 else array
 
 
 def _classic(array: np.ndarray, settings: Settings) -> tuple[str, bytes]:
-    if array.dtype.str in fallback.JPEGXL_DTYPES and array.ndim in (2, 3) and array.size > 0 and settings.codec != "lzma":
+    if (
+        array.dtype.str in fallback.JPEGXL_DTYPES
+        and array.ndim in (2, 3)
+        and array.size > 0
+        and settings.codec != "lzma"
+    ):
         return "jpegxl", fallback.encode_jpegxl(_as_3d(array), settings.fallback_effort)
     return "lzma", fallback.encode_lzma(array)
 
@@ -139,7 +146,9 @@ def _learned_container(
         },
     }
     data = container.pack(
-        Container(_header(array, "learned"), config, lzma.compress(model_bytes, preset=9), learned.pack_streams(streams))
+        Container(
+            _header(array, "learned"), config, lzma.compress(model_bytes, preset=9), learned.pack_streams(streams)
+        )
     )
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return data, report, hashlib.sha256(model_bytes).hexdigest(), state
@@ -179,10 +188,9 @@ def encode(
                 chosen, reason = learned_bytes, f"learned model smaller than {classic_name}"
             else:
                 reason = f"{classic_name} ({len(classic_bytes)} B) not larger than learned ({len(learned_bytes)} B)"
-    if settings.verify and chosen is not classic_bytes:
-        if not _round_trips(chosen, array, progress):
-            log.error("learned container failed its round trip; storing with %s instead", classic_name)
-            chosen, reason = classic_bytes, "learned container failed verification"
+    if settings.verify and chosen is not classic_bytes and not _round_trips(chosen, array, progress):
+        log.error("learned container failed its round trip; storing with %s instead", classic_name)
+        chosen, reason = classic_bytes, "learned container failed verification"
     if settings.verify and chosen is classic_bytes and not _round_trips(classic_bytes, array, None):
         raise EmzipError(f"{classic_name} container failed its round trip; refusing to return it")
     codec_name = container.unpack(chosen).header.codec
@@ -252,7 +260,7 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
     if header.codec == "learned":
         if dtype != np.uint8 or len(shape) not in (2, 3):
             raise CorruptDataError(f"learned container claims {header.dtype} {shape}")
-        shape3 = (1,) + shape if len(shape) == 2 else shape
+        shape3 = (1, *shape) if len(shape) == 2 else shape
         model = _decode_model(_architecture(parsed.config), parsed.model)
         streams = learned.unpack_streams(parsed.data, shape3[0])
         on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
@@ -261,7 +269,7 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
     elif header.codec == "jpegxl":
         if header.dtype not in fallback.JPEGXL_DTYPES or len(shape) not in (2, 3):
             raise CorruptDataError(f"JPEG-XL container claims {header.dtype} {shape}")
-        shape3 = (1,) + shape if len(shape) == 2 else shape
+        shape3 = (1, *shape) if len(shape) == 2 else shape
         array = fallback.decode_jpegxl(parsed.data, shape3, dtype).reshape(shape)
     elif header.codec == "lzma":
         array = fallback.decode_lzma(parsed.data, shape, dtype)

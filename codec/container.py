@@ -147,7 +147,9 @@ def unpack(data: bytes) -> Container:
     header = _unpack_head(sections.get(b"HEAD", b""))
     expected = _SECTION_ORDER_LEARNED if header.codec == "learned" else _SECTION_ORDER_CLASSIC
     if tuple(tags) != expected:
-        raise CorruptDataError(f"sections are {[t.decode('ascii', 'replace') for t in tags]}, expected {[t.decode() for t in expected]}")
+        raise CorruptDataError(
+            f"sections are {[t.decode('ascii', 'replace') for t in tags]}, expected {[t.decode() for t in expected]}"
+        )
     if len(sections[b"CONF"]) > MAX_CONF_BYTES:
         raise CorruptDataError("CONF section is larger than 1 MiB")
     try:

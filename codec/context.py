@@ -23,8 +23,18 @@ import torch.nn.functional as F
 PASSES: tuple[tuple[int, int], ...] = ((4, 0), (4, 2), (2, 1))
 #: In-slice neighbours (dy, dx) every pass sees: the two rows above.
 ROWS_ABOVE: tuple[tuple[int, int], ...] = (
-    (-1, -3), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (-1, 3),
-    (-2, -2), (-2, -1), (-2, 0), (-2, 1), (-2, 2),
+    (-1, -3),
+    (-1, -2),
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (-1, 2),
+    (-1, 3),
+    (-2, -2),
+    (-2, -1),
+    (-2, 0),
+    (-2, 1),
+    (-2, 2),
 )
 #: Neighbours in the voxel's own row, already coded by earlier passes.
 SAME_ROW: tuple[tuple[tuple[int, int], ...], ...] = (
@@ -33,9 +43,7 @@ SAME_ROW: tuple[tuple[tuple[int, int], ...], ...] = (
     ((0, -1), (0, 1), (0, -3), (0, 3), (0, -5), (0, 5)),
 )
 #: Neighbourhood taken raw from the previous slice (it is fully known).
-PREV_OFFSETS: tuple[tuple[int, int], ...] = tuple(
-    (dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-)
+PREV_OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 #: Padding of the row-decoding buffer: enough for every offset above.
 PAD_Y = 2
 PAD_X = 6
@@ -78,11 +86,9 @@ def previous_slices(volume: torch.Tensor, k: int) -> torch.Tensor:
 
 def _shifted(plane: torch.Tensor, offsets: tuple[tuple[int, int], ...]) -> torch.Tensor:
     """For (N, H, W) ``plane``, (N, len(offsets), H, W) with channel i = plane[y+dy, x+dx]."""
-    n, h, w = plane.shape
+    _n, h, w = plane.shape
     padded = F.pad(plane, (PAD_X, PAD_X, PAD_Y, PAD_Y))
-    chans = [
-        padded[:, PAD_Y + dy : PAD_Y + dy + h, PAD_X + dx : PAD_X + dx + w] for dy, dx in offsets
-    ]
+    chans = [padded[:, PAD_Y + dy : PAD_Y + dy + h, PAD_X + dx : PAD_X + dx + w] for dy, dx in offsets]
     return torch.stack(chans, dim=1)
 
 

@@ -61,7 +61,9 @@ def block_parameters(
 def _decoding_order(plane: np.ndarray) -> np.ndarray:
     """A (H, W) plane flattened as the decoder visits it: per row, pass after pass."""
     width = plane.shape[1]
-    return np.concatenate([plane[:, context.pass_columns(width, p)] for p in range(len(context.PASSES))], axis=1).ravel()
+    return np.concatenate(
+        [plane[:, context.pass_columns(width, p)] for p in range(len(context.PASSES))], axis=1
+    ).ravel()
 
 
 def encode_block(model: IntegerModel, volume: np.ndarray, device: torch.device | None = None) -> list[SliceStream]:

@@ -80,7 +80,7 @@ class ContextModel(nn.Module):
         previous = stack[:, 1:]
         features = self.trunk(previous)
         means, indices = [], []
-        for p, (head, output) in enumerate(zip(self.heads, self.outputs)):
+        for p, (head, output) in enumerate(zip(self.heads, self.outputs, strict=False)):
             raw = context.neighbour_features(current, previous[:, 0], p)
             x = torch.cat([features, raw], dim=1).permute(0, 2, 3, 1)
             out = output(torch.cat([head(x), x], dim=-1))
@@ -93,6 +93,4 @@ class ContextModel(nn.Module):
         from codec.distributions import continuous_scale
 
         means, indices = self(stack)
-        return negative_log2_likelihood(
-            self.arch.family, grey.unsqueeze(1), means, continuous_scale(indices)
-        )
+        return negative_log2_likelihood(self.arch.family, grey.unsqueeze(1), means, continuous_scale(indices))

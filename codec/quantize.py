@@ -9,7 +9,6 @@ convolution is an explicit im2col + matmul, so no Winograd or FFT algorithm is e
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -137,7 +136,7 @@ class IntegerModel:
         if len(data) != expected:
             raise CorruptDataError(f"model weights are {len(data)} bytes, the architecture needs {expected}")
         layers, offset = [], 0
-        for shape, (lo, hi) in zip(shapes, _output_bounds(arch)):
+        for shape, (lo, hi) in zip(shapes, _output_bounds(arch), strict=False):
             size = int(np.prod(shape))
             dtype = np.dtype(_weight_dtype(shape))
             weight = np.frombuffer(data, dtype, size, offset).reshape(shape).astype(dtype.newbyteorder("="))
@@ -193,8 +192,12 @@ def _exponent_for(max_abs: np.ndarray, limit: int) -> np.ndarray:
 
 
 def _quantize_layer(
-    weight: np.ndarray, bias: np.ndarray, in_exp: np.ndarray, out_exp: np.ndarray | None,
-    lo: np.ndarray, hi: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    in_exp: np.ndarray,
+    out_exp: np.ndarray | None,
+    lo: np.ndarray,
+    hi: np.ndarray,
 ) -> IntegerLayer:
     """Quantize one layer whose inputs are integers x with real value x * 2**-in_exp[i].
 
@@ -254,11 +257,20 @@ def quantize_model(model: ContextModel, calibration_stack: torch.Tensor) -> Inte
     convs = [m for m in model.trunk if isinstance(m, nn.Conv2d)]
     for i, conv in enumerate(convs):
         lo, hi = bounds[len(layers)]
-        layers.append(_quantize_layer(conv.weight.detach().cpu().double().numpy(), conv.bias.detach().cpu().double().numpy(), in_exp, act_exp[i], lo, hi))
+        layers.append(
+            _quantize_layer(
+                conv.weight.detach().cpu().double().numpy(),
+                conv.bias.detach().cpu().double().numpy(),
+                in_exp,
+                act_exp[i],
+                lo,
+                hi,
+            )
+        )
         in_exp = act_exp[i]
     trunk_exp = in_exp
     n_trunk = len(convs)
-    for p, (head, output) in enumerate(zip(model.heads, model.outputs)):
+    for p, (head, output) in enumerate(zip(model.heads, model.outputs, strict=False)):
         linears = [m for m in head if isinstance(m, nn.Linear)]
         raw_exp = np.full(len(context.PREV_OFFSETS) + len(context.pass_offsets(p)), context.INPUT_EXP, np.int64)
         head_in = np.concatenate([trunk_exp, raw_exp])
@@ -266,7 +278,16 @@ def quantize_model(model: ContextModel, calibration_stack: torch.Tensor) -> Inte
         for j, lin in enumerate(linears):
             lo, hi = bounds[len(layers)]
             e_out = act_exp[n_trunk + 2 * p + j]
-            layers.append(_quantize_layer(lin.weight.detach().cpu().double().numpy(), lin.bias.detach().cpu().double().numpy(), e_in, e_out, lo, hi))
+            layers.append(
+                _quantize_layer(
+                    lin.weight.detach().cpu().double().numpy(),
+                    lin.bias.detach().cpu().double().numpy(),
+                    e_in,
+                    e_out,
+                    lo,
+                    hi,
+                )
+            )
             e_in = e_out
         lo, hi = bounds[len(layers)]
         # Output 0 is the centred mean / 2**INPUT_EXP, coded as grey * 2**MEAN_FRACTION_BITS;

@@ -76,8 +76,8 @@ class _Sampler:
         zs = self.rng.integers(0, self.z, n)
         ys = self.rng.integers(0, self.h - self.ch + 1, n)
         xs = self.rng.integers(0, self.w - self.cw + 1, n)
-        stacks = [self.stack[z, :, y : y + self.ch, x : x + self.cw] for z, y, x in zip(zs, ys, xs)]
-        greys = [self.grey[z, y : y + self.ch, x : x + self.cw] for z, y, x in zip(zs, ys, xs)]
+        stacks = [self.stack[z, :, y : y + self.ch, x : x + self.cw] for z, y, x in zip(zs, ys, xs, strict=False)]
+        greys = [self.grey[z, y : y + self.ch, x : x + self.cw] for z, y, x in zip(zs, ys, xs, strict=False)]
         return torch.stack(stacks), torch.stack(greys), self.weight
 
 

@@ -111,11 +111,15 @@ def _demo(args: argparse.Namespace) -> int:
             raise SystemExit(f"block z{z:04d}: restored block differs from the original")
         png = sum(len(imagecodecs.png_encode(s, level=9)) for s in block)
         total, png_total = total + len(result.data), png_total + png
-        print(f"block z{z:04d}: {result.codec}, {8 * len(result.data) / block.size:.3f} bits/voxel "
-              f"(PNG {8 * png / block.size:.3f}), {result.seconds:.1f} s, restored identical")
-    print(f"demo: {volume.size} voxels in {8 * total / volume.size:.3f} bits/voxel against PNG's "
-          f"{8 * png_total / volume.size:.3f}; {time.monotonic() - started:.0f} s; every block restored "
-          f"bit-identical; containers in {out_dir}")
+        print(
+            f"block z{z:04d}: {result.codec}, {8 * len(result.data) / block.size:.3f} bits/voxel "
+            f"(PNG {8 * png / block.size:.3f}), {result.seconds:.1f} s, restored identical"
+        )
+    print(
+        f"demo: {volume.size} voxels in {8 * total / volume.size:.3f} bits/voxel against PNG's "
+        f"{8 * png_total / volume.size:.3f}; {time.monotonic() - started:.0f} s; every block restored "
+        f"bit-identical; containers in {out_dir}"
+    )
     return 0
 
 

@@ -71,7 +71,9 @@ def test_newer_version_is_refused(classic_bytes: bytes) -> None:
 
 def test_huge_shape_claim_is_refused_before_allocating(classic_bytes: bytes) -> None:
     parsed = container.unpack(classic_bytes)
-    header = container.Header(parsed.header.codec, parsed.header.dtype, (1 << 20, 1 << 20, 1 << 20), parsed.header.sha256)
+    header = container.Header(
+        parsed.header.codec, parsed.header.dtype, (1 << 20, 1 << 20, 1 << 20), parsed.header.sha256
+    )
     forged = container.pack(container.Container(header, parsed.config, parsed.model, parsed.data))
     with pytest.raises(CorruptDataError, match="more than the limit"):
         decompress(forged)

@@ -34,13 +34,18 @@ def test_fresh_process_with_other_thread_count_decodes_exactly(tmp_path: Path, e
     path.write_bytes(result.data)
     out = subprocess.run(
         [sys.executable, "-c", _DECODE_ELSEWHERE, str(path), "1"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     assert out.stdout.strip() == result.sha256
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7])
-def test_encoder_batch_size_does_not_change_parameters(monkeypatch: pytest.MonkeyPatch, em_block: np.ndarray, chunk: int) -> None:
+def test_encoder_batch_size_does_not_change_parameters(
+    monkeypatch: pytest.MonkeyPatch, em_block: np.ndarray, chunk: int
+) -> None:
     data = encode(em_block, codec="learned", **FAST).data
     parsed = container.unpack(data)
     model = _decode_model(_architecture(parsed.config), parsed.model)

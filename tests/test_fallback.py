@@ -23,7 +23,9 @@ def test_effort_zero_trains_nothing(em_block: np.ndarray) -> None:
     assert result.codec == "jpegxl" and result.training is None
 
 
-def test_training_failure_falls_back(monkeypatch: pytest.MonkeyPatch, em_block: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+def test_training_failure_falls_back(
+    monkeypatch: pytest.MonkeyPatch, em_block: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
     def explode(*_a: object, **_k: object) -> None:
         raise RuntimeError("loss became NaN")
 
