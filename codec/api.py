@@ -265,12 +265,12 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
         streams = learned.unpack_streams(parsed.data, shape3[0])
         on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
         with torch.no_grad():
-            array = learned.decode_block(model, streams, shape3, on_slice).reshape(shape)
+            array = learned.decode_block(model, streams, (shape3[0], shape3[1], shape3[2]), on_slice).reshape(shape)
     elif header.codec == "jpegxl":
         if header.dtype not in fallback.JPEGXL_DTYPES or len(shape) not in (2, 3):
             raise CorruptDataError(f"JPEG-XL container claims {header.dtype} {shape}")
         shape3 = (1, *shape) if len(shape) == 2 else shape
-        array = fallback.decode_jpegxl(parsed.data, shape3, dtype).reshape(shape)
+        array = fallback.decode_jpegxl(parsed.data, (shape3[0], shape3[1], shape3[2]), dtype).reshape(shape)
     elif header.codec == "lzma":
         array = fallback.decode_lzma(parsed.data, shape, dtype)
     else:  # pragma: no cover - unpack() already refuses unknown ids

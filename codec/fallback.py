@@ -24,7 +24,7 @@ def encode_jpegxl(volume: np.ndarray, effort: int) -> bytes:
     for plane in volume:
         coded = imagecodecs.jpegxl_encode(np.ascontiguousarray(plane), lossless=True, effort=effort)
         parts.append(struct.pack("<I", len(coded)))
-        parts.append(coded)
+        parts.append(bytes(coded))
     return b"".join(parts)
 
 

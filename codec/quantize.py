@@ -234,7 +234,7 @@ def _calibrate(model: ContextModel, stack: torch.Tensor) -> list[np.ndarray]:
         if isinstance(module, nn.ReLU):
             hooks.append(module.register_forward_hook(recorder(1)))
     for head in model.heads:
-        for module in head:
+        for module in head.children():
             if isinstance(module, nn.ReLU):
                 hooks.append(module.register_forward_hook(recorder(-1)))
     try:
@@ -256,6 +256,7 @@ def quantize_model(model: ContextModel, calibration_stack: torch.Tensor) -> Inte
     in_exp = np.full(arch.k, context.INPUT_EXP, np.int64)
     convs = [m for m in model.trunk if isinstance(m, nn.Conv2d)]
     for i, conv in enumerate(convs):
+        assert conv.bias is not None
         lo, hi = bounds[len(layers)]
         layers.append(
             _quantize_layer(
@@ -271,7 +272,8 @@ def quantize_model(model: ContextModel, calibration_stack: torch.Tensor) -> Inte
     trunk_exp = in_exp
     n_trunk = len(convs)
     for p, (head, output) in enumerate(zip(model.heads, model.outputs, strict=False)):
-        linears = [m for m in head if isinstance(m, nn.Linear)]
+        linears = [m for m in head.children() if isinstance(m, nn.Linear)]
+        assert isinstance(output, nn.Linear)
         raw_exp = np.full(len(context.PREV_OFFSETS) + len(context.pass_offsets(p)), context.INPUT_EXP, np.int64)
         head_in = np.concatenate([trunk_exp, raw_exp])
         e_in = head_in
