@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import imagecodecs
 import numpy as np
+import tensorstore as ts
+import tifffile
 
 
 def em_like(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -24,3 +30,88 @@ def em_like(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
         image = 170 - 110 * membrane - 60 * organelle + rng.normal(0, 7, (h, w))
         out[i] = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return out
+
+
+def write_slice(folder: Path, z: int, image: np.ndarray, fmt: str = "tif") -> Path:
+    """Write one slice image as acquisition software does: straight to its final name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"slice_{z:05d}.{fmt}"
+    if fmt == "tif":
+        tifffile.imwrite(path, image)
+    elif fmt == "png":
+        path.write_bytes(imagecodecs.png_encode(image))
+    else:
+        raise ValueError(f"unknown slice format {fmt!r} (tif or png)")
+    return path
+
+
+def write_slice_folder(volume: np.ndarray, folder: Path, fmt: str = "tif", start: int = 0) -> list[Path]:
+    """Write every z slice of ``volume`` as ``slice_<z>.<fmt>`` (z numbered from ``start``)."""
+    return [write_slice(folder, start + z, volume[z], fmt) for z in range(volume.shape[0])]
+
+
+def write_chunked(
+    volume: np.ndarray,
+    path: Path,
+    layout: str,
+    chunk: tuple[int, int, int],
+    shard: tuple[int, int, int] | None = None,
+    voxel_size: tuple[float, float, float] = (30.0, 4.0, 4.0),
+) -> None:
+    """Write ``volume`` as a zarr, zarr3 (sharded when ``shard`` is given), n5 or precomputed store."""
+    shape = [int(s) for s in volume.shape]
+    dtype = np.dtype(volume.dtype)
+    kvstore = {"driver": "file", "path": str(path)}
+    spec: dict[str, Any]
+    if layout == "zarr":
+        spec = {
+            "driver": "zarr",
+            "kvstore": kvstore,
+            "metadata": {"shape": shape, "chunks": list(chunk), "dtype": dtype.str},
+        }
+    elif layout == "zarr3":
+        grid = list(shard or chunk)
+        codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
+        if shard is not None:
+            codecs = [{"name": "sharding_indexed", "configuration": {"chunk_shape": list(chunk), "codecs": codecs}}]
+        spec = {
+            "driver": "zarr3",
+            "kvstore": kvstore,
+            "metadata": {
+                "shape": shape,
+                "data_type": dtype.name,
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
+                "codecs": codecs,
+                "attributes": {"voxel_size": list(voxel_size), "units": "nm"},
+            },
+        }
+    elif layout == "n5":
+        spec = {
+            "driver": "n5",
+            "kvstore": kvstore,
+            "metadata": {
+                "dimensions": shape,
+                "blockSize": list(chunk),
+                "dataType": dtype.name,
+                "compression": {"type": "raw"},
+            },
+        }
+    elif layout == "precomputed":
+        spec = {
+            "driver": "neuroglancer_precomputed",
+            "kvstore": kvstore,
+            "multiscale_metadata": {"type": "image", "data_type": dtype.name, "num_channels": 1},
+            "scale_metadata": {
+                "size": shape[::-1],
+                "chunk_size": list(chunk)[::-1],
+                "encoding": "raw",
+                "resolution": list(voxel_size)[::-1],
+            },
+        }
+        store = ts.open(spec, create=True).result()
+        store[:, :, :, 0].write(volume.T).result()
+        return
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    store = ts.open(spec, create=True).result()
+    store.write(volume).result()

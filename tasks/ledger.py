@@ -1,0 +1,470 @@
+"""The block ledger: one SQLite database per node recording every block's journey.
+
+States, in order: ``discovered`` -> ``encoded`` -> ``verified`` -> ``shipped`` -> ``restored``;
+``failed`` (with the reason) from anywhere. Every transition is one transaction and is logged in
+the ``events`` table, so the ledger answers "what is pending, what failed and why, how far along is
+this volume" and keeps the history.
+
+Claims: a worker claims blocks before working on them (``claim``); a claim names the worker, host
+and process and carries a lease. Another worker may take a block over only when the lease has
+expired or, on the same host, the claiming process is gone, so a process killed mid-block leaves
+the block retryable, never stuck or lost. SQLite runs in WAL mode with a busy timeout; claims use
+``BEGIN IMMEDIATE`` so two workers can never claim the same block.
+
+Transfer batches (``batches`` table) persist the Globus ``submission_id`` obtained before
+submitting, so a retry after a crash re-submits under the same id and can never start a second copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.grid import BlockRef
+
+STATES = ("discovered", "encoded", "verified", "shipped", "restored", "failed")
+TRANSITIONS: dict[str, set[str]] = {
+    "discovered": {"encoded", "failed"},
+    "encoded": {"verified", "discovered", "failed"},
+    "verified": {"shipped", "discovered", "failed"},
+    "shipped": {"restored", "failed"},
+    "restored": set(),
+    "failed": {"discovered"},
+}
+DEFAULT_LEASE_SECONDS = 3600.0
+_FIELDS = (
+    "raw_sha256",
+    "raw_bytes",
+    "compressed_sha256",
+    "compressed_bytes",
+    "codec",
+    "bits_per_voxel",
+    "outbox_path",
+    "batch_id",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    block_id TEXT PRIMARY KEY,
+    volume TEXT NOT NULL,
+    bounds TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    raw_sha256 TEXT,
+    raw_bytes INTEGER,
+    compressed_sha256 TEXT,
+    compressed_bytes INTEGER,
+    codec TEXT,
+    bits_per_voxel REAL,
+    outbox_path TEXT,
+    batch_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    claim_host TEXT,
+    claim_pid INTEGER,
+    claim_expires REAL,
+    timings TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blocks_volume_state ON blocks (volume, state);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    block_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    worker TEXT,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    destination TEXT NOT NULL,
+    submission_id TEXT,
+    task_id TEXT,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+SCHEMA_VERSION = "1"
+_RELEASE_SQL = "UPDATE blocks SET claimed_by=NULL, claim_host=NULL, claim_pid=NULL, claim_expires=NULL WHERE block_id=?"
+
+__all__ = ["STATES", "BlockRecord", "Ledger", "LedgerError", "worker_identity"]
+
+
+class LedgerError(Exception):
+    """A ledger operation is not allowed (unknown block, illegal transition, claim held by another)."""
+
+
+def worker_identity() -> str:
+    """A worker name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """One row of the ledger."""
+
+    block: BlockRef
+    state: str
+    reason: str | None
+    attempts: int
+    raw_sha256: str | None
+    raw_bytes: int | None
+    compressed_sha256: str | None
+    compressed_bytes: int | None
+    codec: str | None
+    bits_per_voxel: float | None
+    outbox_path: str | None
+    batch_id: str | None
+    claimed_by: str | None
+    timings: dict[str, float]
+    updated: float
+
+    @property
+    def block_id(self) -> str:
+        """The block's id."""
+        return self.block.block_id
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """A node's block ledger at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self._connection.row_factory = sqlite3.Row
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        self._connection.executescript(_SCHEMA)
+        version = self._connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None:
+            self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise LedgerError(f"{self.path}: ledger schema {version[0]}, this emzip reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._connection.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        cursor = self._connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield cursor
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def discover(self, blocks: Iterable[BlockRef]) -> int:
+        """Record blocks not yet known as ``discovered``; returns how many were new."""
+        now = time.time()
+        added = 0
+        with self._transaction() as cursor:
+            for block in blocks:
+                cursor.execute(
+                    "INSERT OR IGNORE INTO blocks (block_id, volume, bounds, state, created, updated) "
+                    "VALUES (?, ?, ?, 'discovered', ?, ?)",
+                    (block.block_id, block.volume, json.dumps(block.as_json()["bounds"]), now, now),
+                )
+                if cursor.rowcount:
+                    added += 1
+                    self._event(cursor, block.block_id, None, "discovered", None, None)
+        return added
+
+    def record(self, block: BlockRef, state: str, **fields: Any) -> None:
+        """Insert or overwrite a block in ``state`` (the data center records received blocks so)."""
+        if state not in STATES:
+            raise LedgerError(f"unknown state {state!r}")
+        now = time.time()
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR IGNORE INTO blocks (block_id, volume, bounds, state, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (block.block_id, block.volume, json.dumps(block.as_json()["bounds"]), state, now, now),
+            )
+            self._update_fields(cursor, block.block_id, fields)
+            cursor.execute("UPDATE blocks SET state=?, updated=? WHERE block_id=?", (state, now, block.block_id))
+            self._event(cursor, block.block_id, None, state, None, None)
+
+    # -- claims --------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        worker: str,
+        states: Iterable[str] = ("discovered", "encoded", "verified"),
+        *,
+        volume: str | None = None,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        block_ids: Iterable[str] | None = None,
+    ) -> list[BlockRecord]:
+        """Claim up to ``limit`` unclaimed blocks in ``states`` for ``worker``.
+
+        A block held by a claim whose lease has expired, or whose process on this host is gone,
+        counts as unclaimed (its earlier holder was killed). Each claim counts one attempt.
+        """
+        wanted = tuple(states)
+        host = socket.gethostname()
+        now = time.time()
+        query = f"SELECT * FROM blocks WHERE state IN ({','.join('?' * len(wanted))})"
+        params: list[Any] = list(wanted)
+        if volume is not None:
+            query += " AND volume=?"
+            params.append(volume)
+        ids = list(block_ids) if block_ids is not None else None
+        if ids is not None:
+            query += f" AND block_id IN ({','.join('?' * len(ids))})"
+            params.extend(ids)
+        query += " ORDER BY block_id"
+        claimed: list[str] = []
+        with self._transaction() as cursor:
+            for row in cursor.execute(query, params).fetchall():
+                if len(claimed) >= limit:
+                    break
+                if row["claimed_by"] is not None and row["claimed_by"] != worker:
+                    expired = row["claim_expires"] is not None and row["claim_expires"] < now
+                    orphaned = row["claim_host"] == host and not _pid_alive(int(row["claim_pid"]))
+                    if not (expired or orphaned):
+                        continue
+                    self._event(
+                        cursor,
+                        row["block_id"],
+                        row["state"],
+                        row["state"],
+                        worker,
+                        f"took over claim of {row['claimed_by']}",
+                    )
+                cursor.execute(
+                    "UPDATE blocks SET claimed_by=?, claim_host=?, claim_pid=?, claim_expires=?, attempts=attempts+1, "
+                    "updated=? WHERE block_id=?",
+                    (worker, host, os.getpid(), now + lease_seconds, now, row["block_id"]),
+                )
+                claimed.append(row["block_id"])
+        return [self.get(block_id) for block_id in claimed]
+
+    def release(self, block_id: str, worker: str) -> None:
+        """Give up a claim without changing state (the block is someone else's to take)."""
+        with self._transaction() as cursor:
+            self._check_claim(cursor, block_id, worker)
+            cursor.execute(_RELEASE_SQL, (block_id,))
+
+    def advance(
+        self,
+        block_id: str,
+        worker: str,
+        to_state: str,
+        *,
+        reason: str | None = None,
+        timings: dict[str, float] | None = None,
+        release: bool = False,
+        **fields: Any,
+    ) -> BlockRecord:
+        """Move a claimed block to ``to_state``, updating its fields, in one transaction."""
+        if to_state not in STATES:
+            raise LedgerError(f"unknown state {to_state!r}")
+        with self._transaction() as cursor:
+            row = self._check_claim(cursor, block_id, worker)
+            if to_state not in TRANSITIONS[row["state"]]:
+                raise LedgerError(f"{block_id}: cannot go from {row['state']} to {to_state}")
+            merged = json.loads(row["timings"])
+            merged.update(timings or {})
+            self._update_fields(cursor, block_id, fields)
+            cursor.execute(
+                "UPDATE blocks SET state=?, reason=?, timings=?, updated=? WHERE block_id=?",
+                (to_state, reason, json.dumps(merged), time.time(), block_id),
+            )
+            if release:
+                cursor.execute(_RELEASE_SQL, (block_id,))
+            self._event(cursor, block_id, row["state"], to_state, worker, reason)
+        return self.get(block_id)
+
+    def fail(self, block_id: str, worker: str, reason: str) -> BlockRecord:
+        """Mark a claimed block failed with the reason and release it."""
+        return self.advance(block_id, worker, "failed", reason=reason, release=True)
+
+    def retry_failed(self, volume: str | None = None, max_attempts: int | None = None) -> int:
+        """Put failed blocks (with fewer than ``max_attempts`` attempts) back to ``discovered``."""
+        query = "SELECT block_id, attempts FROM blocks WHERE state='failed' AND claimed_by IS NULL"
+        params: list[Any] = []
+        if volume is not None:
+            query += " AND volume=?"
+            params.append(volume)
+        count = 0
+        with self._transaction() as cursor:
+            for row in cursor.execute(query, params).fetchall():
+                if max_attempts is not None and row["attempts"] >= max_attempts:
+                    continue
+                cursor.execute(
+                    "UPDATE blocks SET state='discovered', reason=NULL, updated=? WHERE block_id=?",
+                    (time.time(), row["block_id"]),
+                )
+                self._event(cursor, row["block_id"], "failed", "discovered", None, "retry")
+                count += 1
+        return count
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def open_batch(self, batch_id: str, destination: str, submission_id: str | None) -> dict[str, Any]:
+        """Create a transfer batch once; on a repeat call return the stored one (same submission id)."""
+        now = time.time()
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR IGNORE INTO batches (batch_id, destination, submission_id, state, created, updated) "
+                "VALUES (?, ?, ?, 'open', ?, ?)",
+                (batch_id, destination, submission_id, now, now),
+            )
+        return self.batch(batch_id)
+
+    def update_batch(
+        self, batch_id: str, state: str, task_id: str | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Record a batch's progress (submitted, succeeded, failed) and what the transfer reported."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "UPDATE batches SET state=?, task_id=COALESCE(?, task_id), detail=?, updated=? WHERE batch_id=?",
+                (state, task_id, json.dumps(detail or {}), time.time(), batch_id),
+            )
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """A batch row as a dict; LedgerError if unknown."""
+        row = self._connection.execute("SELECT * FROM batches WHERE batch_id=?", (batch_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"unknown transfer batch {batch_id}")
+        result = dict(row)
+        result["detail"] = json.loads(result["detail"])
+        return result
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def get(self, block_id: str) -> BlockRecord:
+        """One block's record; LedgerError if unknown."""
+        row = self._connection.execute("SELECT * FROM blocks WHERE block_id=?", (block_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"unknown block {block_id}")
+        return self._record(row)
+
+    def blocks(self, volume: str | None = None, states: Iterable[str] | None = None) -> list[BlockRecord]:
+        """Blocks of a volume (or all), optionally only those in ``states``, in id order."""
+        query = "SELECT * FROM blocks WHERE 1=1"
+        params: list[Any] = []
+        if volume is not None:
+            query += " AND volume=?"
+            params.append(volume)
+        if states is not None:
+            wanted = tuple(states)
+            query += f" AND state IN ({','.join('?' * len(wanted))})"
+            params.extend(wanted)
+        return [self._record(row) for row in self._connection.execute(query + " ORDER BY block_id", params)]
+
+    def pending(self, volume: str | None = None) -> list[BlockRecord]:
+        """Blocks that still need edge work (discovered, encoded or verified)."""
+        return self.blocks(volume, ("discovered", "encoded", "verified"))
+
+    def failures(self, volume: str | None = None) -> list[tuple[str, str]]:
+        """(block id, reason) of every failed block."""
+        return [(r.block_id, r.reason or "") for r in self.blocks(volume, ("failed",))]
+
+    def progress(self, volume: str | None = None) -> dict[str, int]:
+        """Count of blocks per state (every state present, zero when none)."""
+        query = "SELECT state, COUNT(*) FROM blocks"
+        params: list[Any] = []
+        if volume is not None:
+            query += " WHERE volume=?"
+            params.append(volume)
+        counts = dict.fromkeys(STATES, 0)
+        for state, count in self._connection.execute(query + " GROUP BY state", params):
+            counts[state] = count
+        return counts
+
+    def events(self, block_id: str) -> list[dict[str, Any]]:
+        """A block's transition history, oldest first."""
+        rows = self._connection.execute("SELECT * FROM events WHERE block_id=? ORDER BY id", (block_id,))
+        return [dict(row) for row in rows]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_claim(self, cursor: sqlite3.Cursor, block_id: str, worker: str) -> sqlite3.Row:
+        row = cursor.execute("SELECT * FROM blocks WHERE block_id=?", (block_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"unknown block {block_id}")
+        if row["claimed_by"] != worker:
+            raise LedgerError(f"{block_id}: not claimed by {worker} (held by {row['claimed_by']})")
+        return row
+
+    @staticmethod
+    def _update_fields(cursor: sqlite3.Cursor, block_id: str, fields: dict[str, Any]) -> None:
+        unknown = set(fields) - set(_FIELDS)
+        if unknown:
+            raise LedgerError(f"unknown ledger fields {sorted(unknown)}")
+        for name, value in fields.items():
+            cursor.execute(f"UPDATE blocks SET {name}=? WHERE block_id=?", (value, block_id))
+
+    @staticmethod
+    def _event(
+        cursor: sqlite3.Cursor,
+        block_id: str,
+        from_state: str | None,
+        to_state: str,
+        worker: str | None,
+        detail: str | None,
+    ) -> None:
+        cursor.execute(
+            "INSERT INTO events (block_id, at, from_state, to_state, worker, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (block_id, time.time(), from_state, to_state, worker, detail),
+        )
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> BlockRecord:
+        bounds = json.loads(row["bounds"])
+        return BlockRecord(
+            block=BlockRef.from_json({"volume": row["volume"], "bounds": bounds}),
+            state=row["state"],
+            reason=row["reason"],
+            attempts=row["attempts"],
+            raw_sha256=row["raw_sha256"],
+            raw_bytes=row["raw_bytes"],
+            compressed_sha256=row["compressed_sha256"],
+            compressed_bytes=row["compressed_bytes"],
+            codec=row["codec"],
+            bits_per_voxel=row["bits_per_voxel"],
+            outbox_path=row["outbox_path"],
+            batch_id=row["batch_id"],
+            claimed_by=row["claimed_by"],
+            timings=json.loads(row["timings"]),
+            updated=row["updated"],
+        )
