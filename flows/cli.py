@@ -1,4 +1,4 @@
-"""The ``emzip`` command line: compress, decompress and inspect blocks.
+"""The ``emzip`` command line: compress, decompress and inspect blocks; run the pipeline.
 
 Prefect is imported only by the commands that run flows, so codec commands start fast.
 """
@@ -12,7 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from flows.volume_io import VolumeFileError, atomic_write_bytes, read_volume, write_volume
+from flows.volume_io import VolumeFileError, read_volume, write_volume
+from tasks.atomic import atomic_write_bytes
 
 
 class _Progress:
@@ -86,41 +87,36 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Codec demo on a generated EM-like acquisition (the Prefect pipeline demo is issue 5)."""
-    import hashlib
+    """The whole pipeline on a generated acquisition, against Prefect's local API."""
+    from flows.demo import format_summary, run_demo
 
-    import imagecodecs
-    import numpy as np
-
-    from codec import Settings, decompress, encode
-    from flows.synthetic import em_like
-
-    out_dir = Path(args.out)
-    volume = em_like((args.slices, args.size, args.size), seed=args.seed)
-    print(f"generated EM-like volume {volume.shape} uint8 ({volume.nbytes / 1e6:.1f} MB)")
-    settings = Settings(effort=args.effort)
-    total, png_total, warm = 0, 0, None
-    started = time.monotonic()
-    for z in range(0, volume.shape[0], args.block):
-        block = np.ascontiguousarray(volume[z : z + args.block])
-        result = encode(block, settings, warm_start=warm, progress=_Progress(not args.quiet))
-        warm = result.model_state or warm
-        atomic_write_bytes(out_dir / f"z{z:04d}.emz", result.data)
-        restored = decompress((out_dir / f"z{z:04d}.emz").read_bytes())
-        if hashlib.sha256(restored.tobytes()).hexdigest() != result.sha256:
-            raise SystemExit(f"block z{z:04d}: restored block differs from the original")
-        png = sum(len(imagecodecs.png_encode(s, level=9)) for s in block)
-        total, png_total = total + len(result.data), png_total + png
-        print(
-            f"block z{z:04d}: {result.codec}, {8 * len(result.data) / block.size:.3f} bits/voxel "
-            f"(PNG {8 * png / block.size:.3f}), {result.seconds:.1f} s, restored identical"
-        )
-    print(
-        f"demo: {volume.size} voxels in {8 * total / volume.size:.3f} bits/voxel against PNG's "
-        f"{8 * png_total / volume.size:.3f}; {time.monotonic() - started:.0f} s; every block restored "
-        f"bit-identical; containers in {out_dir}"
+    codec = {"effort": args.effort, **({"steps": args.steps} if args.steps else {})}
+    summary = run_demo(
+        Path(args.workdir),
+        shape=(args.slices, args.height, args.width),
+        block_shape=(args.block, args.height, args.width // 2 if args.width >= 64 else args.width),
+        codec=codec,
+        seed=args.seed,
     )
-    return 0
+    print(format_summary(summary))
+    return 0 if summary["identical"] and not summary["failed"] else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The pipeline on a real acquisition (already acquired: every block is ready)."""
+    from flows.demo import run_pipeline
+
+    block = tuple(int(v) for v in args.block.split(",")) if args.block else None
+    result = run_pipeline(
+        Path(args.acquisition), Path(args.dest), layout=args.layout, block_shape=block,  # type: ignore[arg-type]
+        codec={"effort": args.effort}, assume_complete=True,
+    )
+    edge, restored = result["edge"], result["restore"]
+    print(
+        f"{edge['volume']}: {edge['progress']['shipped']} blocks shipped at {edge['bits_per_voxel']:.3f} bits/voxel, "
+        f"{len(edge['failures'])} failed; {restored['progress']['restored']} restored under {args.dest}"
+    )
+    return 0 if not edge["failures"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,15 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe an .emz container (checks its checksums, no decoding)")
     i.add_argument("file")
     i.set_defaults(func=_info)
-    m = sub.add_parser("demo", help="compress, restore and verify a generated EM-like volume")
-    m.add_argument("--out", default="demo-output")
+    m = sub.add_parser("demo", help="the whole pipeline on a generated acquisition (Prefect, local transfer)")
+    m.add_argument("--workdir", default="emzip-demo", help="folder for the microscope, edge and data center")
     m.add_argument("--slices", type=int, default=32)
-    m.add_argument("--size", type=int, default=192)
-    m.add_argument("--block", type=int, default=16)
-    m.add_argument("--effort", type=int, default=1)
+    m.add_argument("--height", type=int, default=128)
+    m.add_argument("--width", type=int, default=256)
+    m.add_argument("--block", type=int, default=16, help="slices per block")
+    m.add_argument("--effort", type=int, default=1, help="training budget 0-4")
+    m.add_argument("--steps", type=int, default=None, help="training steps (overrides effort)")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=_demo)
+    r = sub.add_parser("run", help="the pipeline on a real acquisition folder into DEST (local transfer)")
+    r.add_argument("acquisition", help="zarr/zarr3/n5/precomputed folder or a folder of TIFF/PNG slices")
+    r.add_argument("--dest", required=True, help="working folder: edge outbox and data center inbox/restored")
+    r.add_argument("--layout", default=None, choices=["zarr", "zarr3", "n5", "precomputed", "slices"])
+    r.add_argument("--block", default=None, help="block shape z,y,x (default 64 slices, ~512 in y and x)")
+    r.add_argument("--effort", type=int, default=2)
+    r.set_defaults(func=_run)
     return parser
 
 

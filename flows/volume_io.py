@@ -7,11 +7,11 @@ final name.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from tasks.atomic import atomic_write_bytes
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -35,26 +35,6 @@ def read_volume(path: Path) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise VolumeFileError(f"{path}: cannot read as {suffix} ({exc})") from exc
     raise VolumeFileError(f"{path}: unsupported input type {suffix!r} (use .npy, .tif or .tiff)")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_volume(path: Path, array: np.ndarray) -> None:

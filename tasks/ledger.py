@@ -38,7 +38,7 @@ TRANSITIONS: dict[str, set[str]] = {
     "verified": {"shipped", "discovered", "failed"},
     "shipped": {"restored", "failed"},
     "restored": set(),
-    "failed": {"discovered"},
+    "failed": {"discovered", "shipped"},
 }
 DEFAULT_LEASE_SECONDS = 3600.0
 _FIELDS = (
@@ -206,20 +206,20 @@ class Ledger:
                     self._event(cursor, block.block_id, None, "discovered", None, None)
         return added
 
-    def record(self, block: BlockRef, state: str, **fields: Any) -> None:
-        """Insert or overwrite a block in ``state`` (the data center records received blocks so)."""
-        if state not in STATES:
-            raise LedgerError(f"unknown state {state!r}")
+    def receive(self, block: BlockRef, **fields: Any) -> bool:
+        """Record a block that arrived at the data center as ``shipped``; False if already known."""
         now = time.time()
         with self._transaction() as cursor:
             cursor.execute(
                 "INSERT OR IGNORE INTO blocks (block_id, volume, bounds, state, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (block.block_id, block.volume, json.dumps(block.as_json()["bounds"]), state, now, now),
+                "VALUES (?, ?, ?, 'shipped', ?, ?)",
+                (block.block_id, block.volume, json.dumps(block.as_json()["bounds"]), now, now),
             )
+            if not cursor.rowcount:
+                return False
             self._update_fields(cursor, block.block_id, fields)
-            cursor.execute("UPDATE blocks SET state=?, updated=? WHERE block_id=?", (state, now, block.block_id))
-            self._event(cursor, block.block_id, None, state, None, None)
+            self._event(cursor, block.block_id, None, "shipped", None, "received")
+        return True
 
     # -- claims --------------------------------------------------------------------------------
 
@@ -256,7 +256,9 @@ class Ledger:
             for row in cursor.execute(query, params).fetchall():
                 if len(claimed) >= limit:
                     break
-                if row["claimed_by"] is not None and row["claimed_by"] != worker:
+                if row["claimed_by"] == worker:
+                    continue  # already ours: claiming is for blocks nobody is working on
+                if row["claimed_by"] is not None:
                     expired = row["claim_expires"] is not None and row["claim_expires"] < now
                     orphaned = row["claim_host"] == host and not _pid_alive(int(row["claim_pid"]))
                     if not (expired or orphaned):
@@ -313,12 +315,24 @@ class Ledger:
             self._event(cursor, block_id, row["state"], to_state, worker, reason)
         return self.get(block_id)
 
+    def annotate(self, block_id: str, worker: str, **fields: Any) -> BlockRecord:
+        """Update fields of a claimed block without changing its state (e.g. its transfer batch)."""
+        with self._transaction() as cursor:
+            self._check_claim(cursor, block_id, worker)
+            self._update_fields(cursor, block_id, fields)
+        return self.get(block_id)
+
     def fail(self, block_id: str, worker: str, reason: str) -> BlockRecord:
         """Mark a claimed block failed with the reason and release it."""
         return self.advance(block_id, worker, "failed", reason=reason, release=True)
 
-    def retry_failed(self, volume: str | None = None, max_attempts: int | None = None) -> int:
-        """Put failed blocks (with fewer than ``max_attempts`` attempts) back to ``discovered``."""
+    def retry_failed(self, volume: str | None = None, max_attempts: int | None = None, to_state: str = "discovered") -> int:
+        """Put failed blocks (with fewer than ``max_attempts`` attempts) back to ``to_state``.
+
+        The edge retries from ``discovered``; the data center, which only restores, from ``shipped``.
+        """
+        if to_state not in TRANSITIONS["failed"]:
+            raise LedgerError(f"failed blocks cannot go back to {to_state}")
         query = "SELECT block_id, attempts FROM blocks WHERE state='failed' AND claimed_by IS NULL"
         params: list[Any] = []
         if volume is not None:
@@ -330,10 +344,10 @@ class Ledger:
                 if max_attempts is not None and row["attempts"] >= max_attempts:
                     continue
                 cursor.execute(
-                    "UPDATE blocks SET state='discovered', reason=NULL, updated=? WHERE block_id=?",
-                    (time.time(), row["block_id"]),
+                    "UPDATE blocks SET state=?, reason=NULL, updated=? WHERE block_id=?",
+                    (to_state, time.time(), row["block_id"]),
                 )
-                self._event(cursor, row["block_id"], "failed", "discovered", None, "retry")
+                self._event(cursor, row["block_id"], "failed", to_state, None, "retry")
                 count += 1
         return count
 

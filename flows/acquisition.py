@@ -1,0 +1,256 @@
+"""The edge flow: scan an acquisition, compress and verify its ready blocks, ship them.
+
+Composition only; the work is in ``tasks``. Each block walks discovered -> encoded -> verified ->
+shipped in the ledger, so a run that is killed and started again picks up every block where it
+stopped: encoded blocks are verified (not re-encoded), verified blocks are shipped as the batch
+they were assigned (same submission id, never a second copy). A block that fails is marked failed
+with the reason and the flow goes on with the others.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.events import emit_event
+
+from codec.settings import Settings
+from tasks.encoding import EncodedBlock, outbox_paths
+from tasks.grid import BlockRef, choose_block_shape
+from tasks.ledger import BlockRecord, Ledger, worker_identity
+from tasks.provenance import load_record, new_record, write_record
+from tasks.readiness import DEFAULT_MARKER, scan_volume
+from tasks.shipping import assign_batches, backend_from_config, batch_files, record_transfer
+from tasks.steps import encode_block, read_block, ship_batch, verify_block
+from tasks.transfer import OutboxFile, PermanentTransferError, TransferBackend, TransferBatch, TransferError
+from tasks.transfer._local import file_sha256
+from tasks.volumes import Volume, resolve_source
+
+TRANSFER_COMPLETED_EVENT = "emzip.transfer.completed"
+EDGE_STATES = ("discovered", "encoded", "verified")
+
+
+def _encode_and_record(
+    block: BlockRef, volume: Volume, source: dict[str, Any], settings: Settings, outbox: Path,
+    warm: dict[str, torch.Tensor] | None,
+) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
+    started = time.monotonic()
+    data = read_block(source, block.block_id, block.as_json())
+    read_s = time.monotonic() - started
+    encoded, state = encode_block(block.block_id, block.as_json(), data, settings, str(outbox), warm)
+    record = new_record(
+        block,
+        volume_shape=volume.shape,
+        block_shape=(block.z1 - block.z0, block.y1 - block.y0, block.x1 - block.x0),
+        dtype=data.dtype.str,
+        voxel_size=volume.voxel_size,
+        units=volume.units,
+        source=source,
+    )
+    record["encoding"] = encoded.encoding
+    record["verification"] = None
+    record["timings_s"] = {"read": round(read_s, 3), "encode": round(encoded.seconds, 3)}
+    write_record(outbox_paths(outbox, block)[1], record)
+    return encoded, state
+
+
+def _verify(ledger: Ledger, worker: str, record: BlockRecord, outbox: Path) -> BlockRecord:
+    container, prov_path = outbox_paths(outbox, record.block)
+    prov = load_record(prov_path)
+    result = verify_block(
+        record.block_id,
+        str(container),
+        prov["encoding"]["raw_sha256"],
+        prov["encoding"]["compressed_sha256"],
+        list(record.block.shape),
+        prov["block"]["dtype"],
+    )
+    prov["verification"] = result.as_json()
+    prov["timings_s"]["verify"] = result.seconds
+    write_record(prov_path, prov)
+    return ledger.advance(record.block_id, worker, "verified", timings={"verify": result.seconds})
+
+
+def _ship(
+    ledger: Ledger, worker: str, backend: TransferBackend, outbox: Path, records: list[BlockRecord], batch_size: int
+) -> list[str]:
+    """Ship claimed verified blocks batch by batch; returns the ids shipped."""
+    logger = get_run_logger()
+    shipped: list[str] = []
+    by_id = {r.block_id: r for r in records}
+    for batch_id, ids in assign_batches(ledger, worker, records, batch_size).items():
+        members = [ledger.get(i) for i in ids]
+        try:
+            stored = ledger.batch(batch_id)
+            submission_id = stored["submission_id"]
+        except Exception:
+            submission_id = backend.new_submission_id()
+            ledger.open_batch(batch_id, backend.destination, submission_id)
+        try:
+            batch = batch_files(outbox, batch_id, members)
+            report = ship_batch(backend, batch, submission_id)
+        except TransferError as exc:
+            ledger.update_batch(batch_id, "failed", detail={"error": str(exc)})
+            permanent = isinstance(exc, PermanentTransferError)
+            for block_id in ids:
+                if permanent:
+                    ledger.fail(block_id, worker, f"transfer failed: {exc}")
+                else:
+                    ledger.release(block_id, worker)  # stays verified; the next run ships it
+            logger.error("%s: transfer failed (%s): %s", ", ".join(ids), "permanent" if permanent else "will retry", exc)
+            continue
+        ledger.update_batch(batch_id, "succeeded", report.task_id, report.as_json())
+        prov_files = [record_transfer(outbox, by_id.get(i) or ledger.get(i), report) for i in ids]
+        _ship_updated_records(backend, outbox, batch_id, prov_files, ids)
+        for block_id in ids:
+            ledger.advance(block_id, worker, "shipped", release=True, timings={"transfer": round(report.seconds, 3)})
+            shipped.append(block_id)
+        emit_event(
+            TRANSFER_COMPLETED_EVENT,
+            resource={"prefect.resource.id": f"emzip.volume.{members[0].block.volume}"},
+            payload={"batch_id": batch_id, "blocks": ids, "destination": backend.destination, "task_id": report.task_id},
+        )
+    return shipped
+
+
+def _ship_updated_records(backend: TransferBackend, outbox: Path, batch_id: str, paths: list[Path], ids: list[str]) -> None:
+    """Send the provenance records again now that they carry the transfer's outcome."""
+    files = tuple(
+        OutboxFile(p, file_sha256(p), p.stat().st_size, str(p.relative_to(outbox)), block_id)
+        for p, block_id in zip(paths, ids, strict=True)
+    )
+    try:
+        backend.transfer(TransferBatch(f"{batch_id}-provenance", ids[0].split("/")[0], files), backend.new_submission_id())
+    except TransferError as exc:
+        get_run_logger().warning("%s: updated provenance records not delivered: %s", ", ".join(ids), exc)
+
+
+def _table_row(record: BlockRecord) -> dict[str, Any]:
+    timings = record.timings
+    return {
+        "block": record.block_id,
+        "state": record.state,
+        "codec": record.codec or "",
+        "bits_per_voxel": round(record.bits_per_voxel, 3) if record.bits_per_voxel else None,
+        "ratio_to_raw": round(8.0 / record.bits_per_voxel, 3) if record.bits_per_voxel else None,
+        "seconds": round(sum(timings.values()), 1),
+        "reason": record.reason or "",
+    }
+
+
+@flow(name="emzip-acquisition")
+def acquisition_flow(
+    acquisition: str,
+    outbox: str,
+    transfer: dict[str, Any],
+    ledger: str | None = None,
+    layout: str | None = None,
+    volume_name: str | None = None,
+    block_shape: list[int] | None = None,
+    settle_seconds: float = 30.0,
+    marker: str | None = DEFAULT_MARKER,
+    assume_complete: bool = False,
+    codec: dict[str, Any] | None = None,
+    batch_size: int = 8,
+    max_blocks: int | None = None,
+) -> dict[str, Any]:
+    """Scan ``acquisition``, compress and verify every ready block, ship them with ``transfer``.
+
+    ``transfer`` is a backend config (``{"kind": "local", "destination": DIR}`` by default, or
+    Globus, see ``tasks.shipping.backend_from_config``). ``codec`` holds ``codec.Settings`` fields.
+    The ledger defaults to ``<outbox>/ledger.sqlite``. Returns a summary (also an artifact).
+    """
+    logger = get_run_logger()
+    outbox_path = Path(outbox)
+    source = resolve_source(acquisition, volume_name, layout)  # type: ignore[arg-type]
+    source_json = source.as_json()
+    settings = Settings().with_overrides(**(codec or {}))
+    backend = backend_from_config(transfer)
+    ledger_db = Ledger(ledger or outbox_path / "ledger.sqlite")
+    worker = worker_identity()
+    started = time.monotonic()
+    try:
+        probe = scan_volume(source, (1, 1, 1), settle_seconds=settle_seconds, marker=marker, assume_complete=assume_complete)
+        shape = tuple(block_shape) if block_shape else choose_block_shape(probe.volume.chunk, whole_slices=source.layout == "slices")
+        report = scan_volume(
+            source, (shape[0], shape[1], shape[2]), settle_seconds=settle_seconds, marker=marker, assume_complete=assume_complete
+        )
+        added = ledger_db.discover(report.ready)
+        logger.info(
+            "%s: volume %s, %d blocks ready (%d new), %d waiting", source.name, report.volume.shape, len(report.ready), added,
+            len(report.waiting),
+        )
+        todo = len(ledger_db.pending(source.name))
+        progress_id = create_progress_artifact(0.0, key=f"progress-{_key(source.name)}", description=f"{source.name}: blocks")
+        done = 0
+        warm: dict[str, torch.Tensor] | None = None
+        verified: list[BlockRecord] = []
+        while max_blocks is None or done < max_blocks:
+            claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1)
+            if not claimed:
+                break
+            record = claimed[0]
+            try:
+                if record.state == "discovered":
+                    encoded, warm = _encode_and_record(record.block, report.volume, source_json, settings, outbox_path, warm)
+                    record = ledger_db.advance(
+                        record.block_id, worker, "encoded",
+                        raw_sha256=encoded.raw_sha256, raw_bytes=encoded.raw_bytes,
+                        compressed_sha256=encoded.compressed_sha256, compressed_bytes=encoded.compressed_bytes,
+                        codec=encoded.codec, bits_per_voxel=encoded.bits_per_voxel,
+                        outbox_path=str(encoded.container_path), timings={"encode": round(encoded.seconds, 3)},
+                    )
+                if record.state == "encoded":
+                    if not all(p.is_file() for p in outbox_paths(outbox_path, record.block)):
+                        logger.warning("%s: outbox files missing after a restart; encoding again", record.block_id)
+                        ledger_db.advance(record.block_id, worker, "discovered", release=True)
+                        continue
+                    record = _verify(ledger_db, worker, record, outbox_path)
+                verified.append(record)
+            except Exception as exc:
+                logger.error("%s: failed: %s", record.block_id, exc)
+                ledger_db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
+            done += 1
+            if len(verified) >= batch_size:
+                _ship(ledger_db, worker, backend, outbox_path, verified, batch_size)
+                verified = []
+            update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
+        if verified:
+            _ship(ledger_db, worker, backend, outbox_path, verified, batch_size)
+        update_progress_artifact(progress_id, 100.0)
+        return _summarise(ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started)
+    finally:
+        ledger_db.close()
+
+
+def _key(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower())[:60] or "volume"
+
+
+def _summarise(ledger: Ledger, volume: str, shape: tuple[int, ...], waiting: int, seconds: float) -> dict[str, Any]:
+    records = ledger.blocks(volume)
+    rows = [_table_row(r) for r in records]
+    create_table_artifact(rows, key=f"blocks-{_key(volume)}", description=f"{volume}: every block in the ledger")
+    progress = ledger.progress(volume)
+    coded = [r for r in records if r.compressed_bytes and r.state in ("verified", "shipped", "restored")]
+    voxels = sum(r.block.voxels for r in coded)
+    bits = 8.0 * sum(r.compressed_bytes or 0 for r in coded) / max(voxels, 1)
+    failures = ledger.failures(volume)
+    lines = [
+        f"# emzip acquisition: {volume}",
+        "",
+        f"Volume shape {list(shape)}; {progress['shipped'] + progress['restored']} blocks shipped, "
+        f"{progress['failed']} failed, {sum(progress[s] for s in EDGE_STATES)} pending, {waiting} waiting for data.",
+        "",
+        f"Bits per voxel over shipped blocks: **{bits:.3f}** (raw 8.000, ratio {8.0 / bits if bits else 0:.2f}x); "
+        f"run took {seconds:.1f} s.",
+    ]
+    if failures:
+        lines += ["", "## Failed blocks", "", *[f"- `{block}`: {reason}" for block, reason in failures]]
+    create_markdown_artifact("\n".join(lines), key=f"summary-{_key(volume)}", description=f"{volume}: run summary")
+    return {"volume": volume, "shape": list(shape), "progress": progress, "bits_per_voxel": bits, "failures": failures,
+            "seconds": seconds}

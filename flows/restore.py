@@ -1,0 +1,57 @@
+"""The data center flow: restore received blocks into zarr v3 volumes, verified by sha256."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.ledger import Ledger, worker_identity
+from tasks.restoring import find_received
+from tasks.steps import restore_one
+
+
+@flow(name="emzip-restore")
+def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[str, Any]:
+    """Decode every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
+
+    The ledger (default ``<restored>/ledger.sqlite``) keeps restored blocks from being written
+    twice and records failures with their reasons; a failed block is retried on the next run.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    received, skipped = find_received(Path(inbox))
+    for path, why in skipped.items():
+        logger.info("%s: not restored yet: %s", path, why)
+    with Ledger(ledger or Path(restored) / "ledger.sqlite") as db:
+        for item in received:
+            db.receive(item.block, compressed_sha256=item.record["encoding"]["compressed_sha256"],
+                       raw_sha256=item.record["encoding"]["raw_sha256"])
+        db.retry_failed(max_attempts=3, to_state="shipped")
+        worker = worker_identity()
+        by_id = {item.block.block_id: item for item in received}
+        rows: list[dict[str, Any]] = []
+        claimed = db.claim(worker, ("shipped",), limit=len(by_id), block_ids=list(by_id))
+        for record in claimed:
+            item = by_id[record.block_id]
+            try:
+                section = restore_one(record.block_id, item, restored)
+            except Exception as exc:
+                logger.error("%s: restore failed: %s", record.block_id, exc)
+                db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
+                rows.append({"block": record.block_id, "state": "failed", "reason": str(exc)})
+                continue
+            db.advance(record.block_id, worker, "restored", release=True, timings={"restore": section["seconds"]})
+            rows.append({"block": record.block_id, "state": "restored", "volume": section["volume_path"]})
+        progress = db.progress()
+    if rows:
+        create_table_artifact(rows, key="restored-blocks", description="blocks handled by this restore run")
+    create_markdown_artifact(
+        f"# emzip restore\n\n{progress['restored']} blocks restored in total, {len(rows)} handled by this run, "
+        f"{progress['failed']} failed, {len(skipped)} files waiting; {time.monotonic() - started:.1f} s.",
+        key="restore-summary",
+    )
+    return {"handled": len(rows), "progress": progress, "waiting": len(skipped), "rows": rows}

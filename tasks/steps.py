@@ -1,0 +1,135 @@
+"""Prefect tasks: thin wrappers that give the plain functions retries, names and logs.
+
+Retries belong to reading and transferring, on transient errors only (``transient_only``); a
+failed verification is never retried into a ship. Every log line names the block. Heavy values
+(arrays, model weights) pass between tasks in-process and are never cached or persisted
+(``NO_CACHE``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.tasks import exponential_backoff
+
+from codec.settings import Settings
+from tasks.encoding import EncodedBlock, encode_to_outbox
+from tasks.grid import BlockRef
+from tasks.restoring import ReceivedBlock, restore_block
+from tasks.transfer import TransferBackend, TransferBatch, TransferReport, TransientTransferError
+from tasks.verification import VerifyResult, verify_container
+from tasks.volumes import VolumeError, VolumeSource, open_volume
+
+GPU_LIMIT_PREFIX = "emzip-gpu"
+
+__all__ = ["encode_block", "gpu_limit_name", "read_block", "restore_one", "ship_batch", "transient_only", "verify_block"]
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry transfers and reads only when the failure may pass."""
+    try:
+        state.result()
+    except TransientTransferError:
+        return True
+    except VolumeError as exc:
+        return isinstance(exc.__cause__, OSError | TimeoutError)
+    except (TimeoutError, ConnectionError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def gpu_limit_name(device: torch.device) -> str | None:
+    """The global concurrency limit guarding a CUDA device (``emzip-gpu-<index>``); None on CPU."""
+    if device.type != "cuda":
+        return None
+    return f"{GPU_LIMIT_PREFIX}-{device.index or 0}"
+
+
+@task(
+    name="read-block",
+    task_run_name="read {block_id}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=transient_only,
+    cache_policy=NO_CACHE,
+)
+def read_block(source: dict[str, Any], block_id: str, block: dict[str, Any]) -> np.ndarray:
+    """Read one block's voxels through TensorStore (fresh metadata)."""
+    ref = BlockRef.from_json(block)
+    data = open_volume(VolumeSource.from_json(source)).read(ref.bounds)
+    get_run_logger().info("%s: read %s %s", block_id, data.dtype, data.shape)
+    return data
+
+
+@task(name="encode-block", task_run_name="encode {block_id}", cache_policy=NO_CACHE)
+def encode_block(
+    block_id: str,
+    block: dict[str, Any],
+    data: np.ndarray,
+    settings: Settings,
+    outbox: str,
+    warm_start: dict[str, torch.Tensor] | None = None,
+) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
+    """Train and encode on the best device; one encode per GPU at a time (global concurrency limit)."""
+    logger = get_run_logger()
+    if settings.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(settings.device)
+    limit = gpu_limit_name(device)
+    logger.info("%s: training and encoding on %s", block_id, device)
+    if limit is None:
+        encoded, state = encode_to_outbox(BlockRef.from_json(block), data, settings, Path(outbox), warm_start)
+    else:
+        with concurrency(limit, occupy=1, strict=False):
+            encoded, state = encode_to_outbox(BlockRef.from_json(block), data, settings, Path(outbox), warm_start)
+    logger.info(
+        "%s: %s %.3f bits/voxel (%s) in %.1f s", block_id, encoded.codec, encoded.bits_per_voxel, encoded.reason, encoded.seconds
+    )
+    return encoded, state
+
+
+@task(name="verify-block", task_run_name="verify {block_id}", cache_policy=NO_CACHE)
+def verify_block(block_id: str, container: str, raw_sha256: str, compressed_sha256: str, shape: list[int], dtype: str) -> VerifyResult:
+    """Decode the outbox container in a separate process and compare (raises VerificationError)."""
+    result = verify_container(
+        Path(container), raw_sha256=raw_sha256, compressed_sha256=compressed_sha256, shape=tuple(shape), dtype=dtype
+    )
+    get_run_logger().info("%s: round trip verified in a separate process (%s)", block_id, result.process)
+    return result
+
+
+@task(
+    name="ship-batch",
+    task_run_name="ship {batch.batch_id}",
+    retries=4,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=transient_only,
+    cache_policy=NO_CACHE,
+)
+def ship_batch(backend: TransferBackend, batch: TransferBatch, submission_id: str) -> TransferReport:
+    """Transfer one batch and wait for its verified arrival (raises a TransferError)."""
+    logger = get_run_logger()
+    blocks = sorted({f.block_id for f in batch.files if f.block_id})
+    logger.info("%s: shipping %d files (%d bytes) to %s", ", ".join(blocks), len(batch.files), batch.total_bytes, backend.destination)
+    report = backend.transfer(batch, submission_id)
+    logger.info("%s: transfer %s %s", ", ".join(blocks), report.task_id or report.submission_id, report.status)
+    return report
+
+
+@task(name="restore-block", task_run_name="restore {block_id}", cache_policy=NO_CACHE)
+def restore_one(block_id: str, item: ReceivedBlock, restored_root: str) -> dict[str, Any]:
+    """Decode a received block and write it into the restored volume, checking its sha256."""
+    section = restore_block(item, Path(restored_root))
+    get_run_logger().info("%s: restored into %s, sha256 verified", block_id, section["volume_path"])
+    return section
