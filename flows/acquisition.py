@@ -15,7 +15,12 @@ from typing import Any
 
 import torch
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.events import emit_event
 
 from codec.settings import Settings
@@ -35,7 +40,11 @@ EDGE_STATES = ("discovered", "encoded", "verified")
 
 
 def _encode_and_record(
-    block: BlockRef, volume: Volume, source: dict[str, Any], settings: Settings, outbox: Path,
+    block: BlockRef,
+    volume: Volume,
+    source: dict[str, Any],
+    settings: Settings,
+    outbox: Path,
     warm: dict[str, torch.Tensor] | None,
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
     started = time.monotonic()
@@ -101,7 +110,9 @@ def _ship(
                     ledger.fail(block_id, worker, f"transfer failed: {exc}")
                 else:
                     ledger.release(block_id, worker)  # stays verified; the next run ships it
-            logger.error("%s: transfer failed (%s): %s", ", ".join(ids), "permanent" if permanent else "will retry", exc)
+            logger.error(
+                "%s: transfer failed (%s): %s", ", ".join(ids), "permanent" if permanent else "will retry", exc
+            )
             continue
         ledger.update_batch(batch_id, "succeeded", report.task_id, report.as_json())
         prov_files = [record_transfer(outbox, by_id.get(i) or ledger.get(i), report) for i in ids]
@@ -112,19 +123,28 @@ def _ship(
         emit_event(
             TRANSFER_COMPLETED_EVENT,
             resource={"prefect.resource.id": f"emzip.volume.{members[0].block.volume}"},
-            payload={"batch_id": batch_id, "blocks": ids, "destination": backend.destination, "task_id": report.task_id},
+            payload={
+                "batch_id": batch_id,
+                "blocks": ids,
+                "destination": backend.destination,
+                "task_id": report.task_id,
+            },
         )
     return shipped
 
 
-def _ship_updated_records(backend: TransferBackend, outbox: Path, batch_id: str, paths: list[Path], ids: list[str]) -> None:
+def _ship_updated_records(
+    backend: TransferBackend, outbox: Path, batch_id: str, paths: list[Path], ids: list[str]
+) -> None:
     """Send the provenance records again now that they carry the transfer's outcome."""
     files = tuple(
         OutboxFile(p, file_sha256(p), p.stat().st_size, str(p.relative_to(outbox)), block_id)
         for p, block_id in zip(paths, ids, strict=True)
     )
     try:
-        backend.transfer(TransferBatch(f"{batch_id}-provenance", ids[0].split("/")[0], files), backend.new_submission_id())
+        backend.transfer(
+            TransferBatch(f"{batch_id}-provenance", ids[0].split("/")[0], files), backend.new_submission_id()
+        )
     except TransferError as exc:
         get_run_logger().warning("%s: updated provenance records not delivered: %s", ", ".join(ids), exc)
 
@@ -174,18 +194,34 @@ def acquisition_flow(
     worker = worker_identity()
     started = time.monotonic()
     try:
-        probe = scan_volume(source, (1, 1, 1), settle_seconds=settle_seconds, marker=marker, assume_complete=assume_complete)
-        shape = tuple(block_shape) if block_shape else choose_block_shape(probe.volume.chunk, whole_slices=source.layout == "slices")
+        probe = scan_volume(
+            source, (1, 1, 1), settle_seconds=settle_seconds, marker=marker, assume_complete=assume_complete
+        )
+        shape = (
+            tuple(block_shape)
+            if block_shape
+            else choose_block_shape(probe.volume.chunk, whole_slices=source.layout == "slices")
+        )
         report = scan_volume(
-            source, (shape[0], shape[1], shape[2]), settle_seconds=settle_seconds, marker=marker, assume_complete=assume_complete
+            source,
+            (shape[0], shape[1], shape[2]),
+            settle_seconds=settle_seconds,
+            marker=marker,
+            assume_complete=assume_complete,
         )
         added = ledger_db.discover(report.ready)
         logger.info(
-            "%s: volume %s, %d blocks ready (%d new), %d waiting", source.name, report.volume.shape, len(report.ready), added,
+            "%s: volume %s, %d blocks ready (%d new), %d waiting",
+            source.name,
+            report.volume.shape,
+            len(report.ready),
+            added,
             len(report.waiting),
         )
         todo = len(ledger_db.pending(source.name))
-        progress_id = create_progress_artifact(0.0, key=f"progress-{_key(source.name)}", description=f"{source.name}: blocks")
+        progress_id: Any = create_progress_artifact(
+            0.0, key=f"progress-{_key(source.name)}", description=f"{source.name}: blocks"
+        )
         done = 0
         warm: dict[str, torch.Tensor] | None = None
         verified: list[BlockRecord] = []
@@ -196,13 +232,21 @@ def acquisition_flow(
             record = claimed[0]
             try:
                 if record.state == "discovered":
-                    encoded, warm = _encode_and_record(record.block, report.volume, source_json, settings, outbox_path, warm)
+                    encoded, warm = _encode_and_record(
+                        record.block, report.volume, source_json, settings, outbox_path, warm
+                    )
                     record = ledger_db.advance(
-                        record.block_id, worker, "encoded",
-                        raw_sha256=encoded.raw_sha256, raw_bytes=encoded.raw_bytes,
-                        compressed_sha256=encoded.compressed_sha256, compressed_bytes=encoded.compressed_bytes,
-                        codec=encoded.codec, bits_per_voxel=encoded.bits_per_voxel,
-                        outbox_path=str(encoded.container_path), timings={"encode": round(encoded.seconds, 3)},
+                        record.block_id,
+                        worker,
+                        "encoded",
+                        raw_sha256=encoded.raw_sha256,
+                        raw_bytes=encoded.raw_bytes,
+                        compressed_sha256=encoded.compressed_sha256,
+                        compressed_bytes=encoded.compressed_bytes,
+                        codec=encoded.codec,
+                        bits_per_voxel=encoded.bits_per_voxel,
+                        outbox_path=str(encoded.container_path),
+                        timings={"encode": round(encoded.seconds, 3)},
                     )
                 if record.state == "encoded":
                     if not all(p.is_file() for p in outbox_paths(outbox_path, record.block)):
@@ -252,5 +296,11 @@ def _summarise(ledger: Ledger, volume: str, shape: tuple[int, ...], waiting: int
     if failures:
         lines += ["", "## Failed blocks", "", *[f"- `{block}`: {reason}" for block, reason in failures]]
     create_markdown_artifact("\n".join(lines), key=f"summary-{_key(volume)}", description=f"{volume}: run summary")
-    return {"volume": volume, "shape": list(shape), "progress": progress, "bits_per_voxel": bits, "failures": failures,
-            "seconds": seconds}
+    return {
+        "volume": volume,
+        "shape": list(shape),
+        "progress": progress,
+        "bits_per_voxel": bits,
+        "failures": failures,
+        "seconds": seconds,
+    }

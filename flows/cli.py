@@ -86,8 +86,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_prefect() -> None:
+    """No usage telemetry from the local server (its heartbeat also races the SQLite database)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def _demo(args: argparse.Namespace) -> int:
     """The whole pipeline on a generated acquisition, against Prefect's local API."""
+    _quiet_prefect()
     from flows.demo import format_summary, run_demo
 
     codec = {"effort": args.effort, **({"steps": args.steps} if args.steps else {})}
@@ -104,12 +112,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The pipeline on a real acquisition (already acquired: every block is ready)."""
+    _quiet_prefect()
     from flows.demo import run_pipeline
 
     block = tuple(int(v) for v in args.block.split(",")) if args.block else None
     result = run_pipeline(
-        Path(args.acquisition), Path(args.dest), layout=args.layout, block_shape=block,  # type: ignore[arg-type]
-        codec={"effort": args.effort}, assume_complete=True,
+        Path(args.acquisition),
+        Path(args.dest),
+        layout=args.layout,
+        block_shape=block,  # type: ignore[arg-type]
+        codec={"effort": args.effort},
+        assume_complete=True,
     )
     edge, restored = result["edge"], result["restore"]
     print(

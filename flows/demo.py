@@ -92,7 +92,12 @@ def run_demo(
         write_slice(paths["acquisition"], z, volume[z])
     say(f"edge: scanning while acquisition is at slice {half} of {shape[0]}")
     first = run_pipeline(
-        paths["acquisition"], workdir, layout="slices", volume_name="demo", block_shape=block_shape, codec=codec,
+        paths["acquisition"],
+        workdir,
+        layout="slices",
+        volume_name="demo",
+        block_shape=block_shape,
+        codec=codec,
         assume_complete=False,
     )
     for z in range(half, shape[0]):
@@ -100,7 +105,12 @@ def run_demo(
     (paths["acquisition"] / DEFAULT_MARKER).touch()
     say("edge: acquisition finished; scanning again")
     second = run_pipeline(
-        paths["acquisition"], workdir, layout="slices", volume_name="demo", block_shape=block_shape, codec=codec,
+        paths["acquisition"],
+        workdir,
+        layout="slices",
+        volume_name="demo",
+        block_shape=block_shape,
+        codec=codec,
         assume_complete=False,
     )
     restored = read_restored(paths["restored"] / "demo.zarr")

@@ -28,8 +28,11 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[s
         logger.info("%s: not restored yet: %s", path, why)
     with Ledger(ledger or Path(restored) / "ledger.sqlite") as db:
         for item in received:
-            db.receive(item.block, compressed_sha256=item.record["encoding"]["compressed_sha256"],
-                       raw_sha256=item.record["encoding"]["raw_sha256"])
+            db.receive(
+                item.block,
+                compressed_sha256=item.record["encoding"]["compressed_sha256"],
+                raw_sha256=item.record["encoding"]["raw_sha256"],
+            )
         db.retry_failed(max_attempts=3, to_state="shipped")
         worker = worker_identity()
         by_id = {item.block.block_id: item for item in received}

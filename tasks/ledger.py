@@ -326,7 +326,9 @@ class Ledger:
         """Mark a claimed block failed with the reason and release it."""
         return self.advance(block_id, worker, "failed", reason=reason, release=True)
 
-    def retry_failed(self, volume: str | None = None, max_attempts: int | None = None, to_state: str = "discovered") -> int:
+    def retry_failed(
+        self, volume: str | None = None, max_attempts: int | None = None, to_state: str = "discovered"
+    ) -> int:
         """Put failed blocks (with fewer than ``max_attempts`` attempts) back to ``to_state``.
 
         The edge retries from ``discovered``; the data center, which only restores, from ``shipped``.

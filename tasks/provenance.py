@@ -70,7 +70,11 @@ def new_record(
             "units": units,
             "source": source,
         },
-        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()},
+        "host": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "packages": package_versions(),
         "prefect": _prefect_ids(),
         "timings_s": {},

@@ -75,10 +75,16 @@ def restore_block(item: ReceivedBlock, restored_root: Path, context: ts.Context 
         "units": volume.get("units"),
         "emzip": {"source": volume.get("source"), "restored_from": str(item.container_path.parent)},
     }
-    shape = tuple(max(a, b) for a, b in zip(volume["shape"], (item.block.z1, item.block.y1, item.block.x1), strict=True))
+    shape = tuple(
+        max(a, b) for a, b in zip(volume["shape"], (item.block.z1, item.block.y1, item.block.x1), strict=True)
+    )
     store = open_destination(
-        target, (shape[0], shape[1], shape[2]), np.dtype(record["block"]["dtype"]), tuple(volume["block_shape"]),
-        attributes, context,
+        target,
+        (shape[0], shape[1], shape[2]),
+        np.dtype(record["block"]["dtype"]),
+        tuple(volume["block_shape"]),
+        attributes,
+        context,
     )
     write_block(store, item.block, data, record["encoding"]["raw_sha256"])
     section = {

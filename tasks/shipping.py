@@ -44,7 +44,8 @@ def _globus_secret(config: dict[str, Any]) -> tuple[str, str]:
     if secret is None and block_name:
         from prefect.blocks.system import Secret
 
-        secret = str(Secret.load(block_name).get())
+        block: Any = Secret.load(block_name)  # sync in a sync context
+        secret = str(block.get())
     if not client_id or not secret:
         raise PermanentTransferError(
             f"Globus credentials missing: set {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV}, "

@@ -28,7 +28,15 @@ from tasks.volumes import VolumeError, VolumeSource, open_volume
 
 GPU_LIMIT_PREFIX = "emzip-gpu"
 
-__all__ = ["encode_block", "gpu_limit_name", "read_block", "restore_one", "ship_batch", "transient_only", "verify_block"]
+__all__ = [
+    "encode_block",
+    "gpu_limit_name",
+    "read_block",
+    "restore_one",
+    "ship_batch",
+    "transient_only",
+    "verify_block",
+]
 
 
 def transient_only(task: Any, task_run: Any, state: Any) -> bool:
@@ -93,13 +101,20 @@ def encode_block(
         with concurrency(limit, occupy=1, strict=False):
             encoded, state = encode_to_outbox(BlockRef.from_json(block), data, settings, Path(outbox), warm_start)
     logger.info(
-        "%s: %s %.3f bits/voxel (%s) in %.1f s", block_id, encoded.codec, encoded.bits_per_voxel, encoded.reason, encoded.seconds
+        "%s: %s %.3f bits/voxel (%s) in %.1f s",
+        block_id,
+        encoded.codec,
+        encoded.bits_per_voxel,
+        encoded.reason,
+        encoded.seconds,
     )
     return encoded, state
 
 
 @task(name="verify-block", task_run_name="verify {block_id}", cache_policy=NO_CACHE)
-def verify_block(block_id: str, container: str, raw_sha256: str, compressed_sha256: str, shape: list[int], dtype: str) -> VerifyResult:
+def verify_block(
+    block_id: str, container: str, raw_sha256: str, compressed_sha256: str, shape: list[int], dtype: str
+) -> VerifyResult:
     """Decode the outbox container in a separate process and compare (raises VerificationError)."""
     result = verify_container(
         Path(container), raw_sha256=raw_sha256, compressed_sha256=compressed_sha256, shape=tuple(shape), dtype=dtype
@@ -121,7 +136,13 @@ def ship_batch(backend: TransferBackend, batch: TransferBatch, submission_id: st
     """Transfer one batch and wait for its verified arrival (raises a TransferError)."""
     logger = get_run_logger()
     blocks = sorted({f.block_id for f in batch.files if f.block_id})
-    logger.info("%s: shipping %d files (%d bytes) to %s", ", ".join(blocks), len(batch.files), batch.total_bytes, backend.destination)
+    logger.info(
+        "%s: shipping %d files (%d bytes) to %s",
+        ", ".join(blocks),
+        len(batch.files),
+        batch.total_bytes,
+        backend.destination,
+    )
     report = backend.transfer(batch, submission_id)
     logger.info("%s: transfer %s %s", ", ".join(blocks), report.task_id or report.submission_id, report.status)
     return report

@@ -1,0 +1,153 @@
+"""The Prefect pipeline end to end, under one session-scoped Prefect test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import tasks.encoding
+from codec.api import encode as real_encode
+from flows.acquisition import acquisition_flow
+from flows.demo import read_restored, run_demo, run_pipeline
+from flows.restore import restore_flow
+from flows.synthetic import em_like, write_slice_folder
+from tasks.ledger import Ledger
+from tasks.provenance import load_record
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (8, 64, 128)
+BLOCK = (4, 64, 64)  # 16384 voxels: large enough for the learned path
+CODEC = {"steps": 40}
+
+
+def _acquisition(root: Path, seed: int = 5) -> tuple[Path, np.ndarray]:
+    volume = em_like(SHAPE, seed=seed)
+    folder = root / "microscope" / "vol"
+    write_slice_folder(volume, folder)
+    return folder, volume
+
+
+def _artifact_keys(api_url: str) -> set[str]:
+    # Straight to the REST API: this prefect client's read_artifacts sends nulls the server rejects.
+    response = httpx.post(f"{api_url}/artifacts/filter", json={"limit": 200, "sort": "CREATED_DESC"})
+    response.raise_for_status()
+    return {a["key"] for a in response.json() if a.get("key")}
+
+
+def test_demo_end_to_end_restores_identical_volume(prefect_api: str, tmp_path: Path) -> None:
+    summary = run_demo(tmp_path, shape=SHAPE, block_shape=BLOCK, codec=CODEC, say=lambda *_: None)
+    assert summary["identical"], summary
+    assert summary["blocks"] == 4 and summary["restored"] == 4 and summary["failed"] == 0
+    assert summary["shipped_first_scan"] == 2  # half-acquired: only the complete first layer
+    assert 0 < summary["bits_per_voxel"] < 8
+    record = load_record(tmp_path / "datacenter" / "inbox" / "demo" / "z0000_y0000_x0000.prov.json")
+    assert record["verification"]["ok"] is True
+    assert record["encoding"]["codec"] in ("learned", "jpegxl")
+    assert record["transfer"]["status"] == "SUCCEEDED"
+    assert record["restore"]["verified_sha256"] == record["encoding"]["raw_sha256"]
+    assert set(record["packages"]) >= {"emzip", "torch", "constriction", "tensorstore", "prefect"}
+    assert record["prefect"]["flow_run_id"]
+    keys = _artifact_keys(prefect_api)
+    assert {"progress-demo", "blocks-demo", "summary-demo", "restore-summary"} <= keys
+
+
+def test_failed_verification_is_not_shipped_and_others_are(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, volume = _acquisition(tmp_path)
+    bad_block = "vol/z0004_y0000_x0064"
+
+    def corrupting_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        result = real_encode(data, *args, **kwargs)
+        if np.array_equal(data, volume[4:8, 0:64, 64:128]):
+            wrong = data.copy()
+            wrong[0, 0, 0] ^= 1  # a codec bug: a valid container of slightly different voxels
+            bad = real_encode(wrong, *args, **kwargs)
+            return type(result)(**{**result.__dict__, "data": bad.data})
+        return result
+
+    monkeypatch.setattr(tasks.encoding, "encode", corrupting_encode)
+    result = run_pipeline(folder, tmp_path, layout="slices", block_shape=BLOCK, codec=CODEC)
+    edge = result["edge"]
+    assert edge["progress"]["shipped"] == 3 and edge["progress"]["failed"] == 1
+    [(block_id, reason)] = edge["failures"]
+    assert block_id == bad_block and "differs from the raw block" in reason
+    inbox = tmp_path / "datacenter" / "inbox" / "vol"
+    assert not (inbox / "z0004_y0000_x0064.emz").exists()
+    assert len(list(inbox.glob("*.emz"))) == 3
+    restored = read_restored(tmp_path / "datacenter" / "restored" / "vol.zarr")
+    np.testing.assert_array_equal(restored[:4], volume[:4])
+
+
+_RUN_FLOW = """
+import json, sys
+from flows.acquisition import acquisition_flow
+acquisition_flow(**json.loads(sys.argv[1]))
+"""
+
+
+def test_killed_flow_resumes_without_reencoding_or_duplicates(prefect_api: str, tmp_path: Path) -> None:
+    folder, volume = _acquisition(tmp_path, seed=9)
+    outbox, inbox = tmp_path / "edge" / "outbox", tmp_path / "datacenter" / "inbox"
+    params = {
+        "acquisition": str(folder),
+        "outbox": str(outbox),
+        "transfer": {"kind": "local", "destination": str(inbox)},
+        "layout": "slices",
+        "block_shape": list(BLOCK),
+        "settle_seconds": 0.0,
+        "assume_complete": True,
+        "codec": {"steps": 150},
+        "batch_size": 2,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", _RUN_FLOW, json.dumps(params)],
+        cwd=REPO,
+        env={**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ledger_path = outbox / "ledger.sqlite"
+    deadline = time.monotonic() + 240
+    encoded_before_kill: set[str] = set()
+    while time.monotonic() < deadline and process.poll() is None:
+        if ledger_path.exists():
+            with Ledger(ledger_path) as ledger:
+                encoded_before_kill = {
+                    r.block_id for r in ledger.blocks() if r.state in ("encoded", "verified", "shipped")
+                }
+            if encoded_before_kill:
+                break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert encoded_before_kill, "the flow was killed before it encoded anything"
+    with Ledger(ledger_path) as ledger:
+        assert ledger.progress()["shipped"] < 4, "the kill came too late to test resuming"
+    acquisition_flow(**params)
+    with Ledger(ledger_path) as ledger:
+        assert ledger.progress()["shipped"] == 4
+        for record in ledger.blocks():
+            # transitions only (a take-over of a dead worker's claim is logged as state -> same state)
+            states = [e["to_state"] for e in ledger.events(record.block_id) if e["from_state"] != e["to_state"]]
+            assert states.count("encoded") == 1, (record.block_id, states)
+            assert states.count("shipped") == 1, (record.block_id, states)
+    assert sorted(p.name for p in (inbox / "vol").glob("*.emz")) == [
+        "z0000_y0000_x0000.emz",
+        "z0000_y0000_x0064.emz",
+        "z0004_y0000_x0000.emz",
+        "z0004_y0000_x0064.emz",
+    ]
+    assert not list(inbox.rglob("*.part"))
+    restore_flow(inbox=str(inbox), restored=str(tmp_path / "datacenter" / "restored"))
+    np.testing.assert_array_equal(read_restored(tmp_path / "datacenter" / "restored" / "vol.zarr"), volume)
