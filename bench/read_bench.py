@@ -72,8 +72,8 @@ def main() -> None:
             lambda b: np.ascontiguousarray(mapped[b.z0 : b.z1, b.y0 : b.y1, b.x0 : b.x1]), blocks, args.repeats
         )
     print(f"volume {volume.shape} uint8 = {megabytes:.0f} MB, {len(blocks)} blocks of {BLOCK}, best of {args.repeats}")
-    print(f"{'reader':28s} {'seconds':>8s} {'MB/s':>8s} {'vs numpy':>9s}")
     baseline = results["numpy .npy (mmap + copy)"]
+    print(f"{'reader':28s} {'seconds':>8s} {'MB/s':>8s} {'vs numpy':>9s}")
     rows = []
     for name, seconds in results.items():
         rows.append(
