@@ -11,9 +11,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flows.volume_io import VolumeFileError, read_volume, write_volume
 from tasks.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class _Progress:
@@ -132,6 +136,52 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if not edge["failures"] else 1
 
 
+def _load_for_bench(target: str) -> tuple[str, np.ndarray]:
+    """A whole volume for ``emzip bench``: .npy, TIFF stack, or any volume the pipeline reads."""
+    path = Path(target)
+    if path.is_dir() or target.lstrip().startswith("{"):
+        from tasks.volumes import open_volume, resolve_source
+
+        source = resolve_source(target)
+        volume = open_volume(source)
+        return source.name, volume.read(((0, volume.shape[0]), (0, volume.shape[1]), (0, volume.shape[2])))
+    return path.stem, read_volume(path)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """emzip against the classic codecs on the given volumes; table, results files and figures."""
+    from codec import Settings
+    from tasks.benchmark import run_volume
+    from tasks.figures import bitrate_figure, markdown_table, prediction_figure, write_results
+
+    settings = Settings(effort=args.effort, verify=False)
+    z, y, x = (int(v) for v in args.block.split(","))
+    block = (z, y, x)
+    rows: list[dict[str, Any]] = []
+    per_volume: dict[str, Any] = {}
+    details = {"settings": settings.to_json(), "block_shape": list(block), "volumes": per_volume}
+    out = Path(args.out) if args.out else None
+    for target in args.volumes:
+        name, volume = _load_for_bench(target)
+        print(f"{name}: {volume.dtype} {volume.shape}", flush=True)
+        result = run_volume(name, volume, settings, block, args.slow, say=lambda line: print(line, flush=True))
+        rows.extend(result.rows())
+        per_volume[name] = {
+            "shape": list(volume.shape),
+            "blocks": [vars(b) for b in result.blocks],
+        }
+        if out and result.figure_block is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            prediction_figure(*result.figure_block, out / f"prediction-{name}.png", title=name)
+    print(markdown_table(rows))
+    if out:
+        bitrate_figure(rows, out / "bitrates.png")
+        command = "emzip bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "emzip bench"
+        write_results(out, command, rows, details)
+        print(f"wrote {out / 'results.md'}, {out / 'results.json'} and figures")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``emzip`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="emzip", description="Lossless learned compression of EM volumes.")
@@ -170,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--block", default=None, help="block shape z,y,x (default 64 slices, ~512 in y and x)")
     r.add_argument("--effort", type=int, default=2)
     r.set_defaults(func=_run)
+    b = sub.add_parser("bench", help="emzip against PNG, JPEG-XL, JPEG-LS, JPEG 2000, WebP, zstd, xz")
+    b.add_argument("volumes", nargs="+", help=".npy, TIFF stack, or an acquisition volume folder/spec")
+    b.add_argument("--out", default=None, help="write results.md, results.json and figures here")
+    b.add_argument("--effort", type=int, default=2)
+    b.add_argument("--block", default="64,256,256", help="block shape z,y,x")
+    b.add_argument("--slow", action="store_true", help="JPEG-XL at effort 9 instead of 7")
+    b.set_defaults(func=_bench)
     return parser
 
 
