@@ -24,6 +24,7 @@ from prefect.artifacts import (
 from prefect.events import emit_event
 
 from codec.settings import Settings
+from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
 from tasks.encoding import EncodedBlock, outbox_paths
 from tasks.grid import BlockRef, choose_block_shape
 from tasks.ledger import BlockRecord, Ledger, worker_identity
@@ -35,7 +36,6 @@ from tasks.transfer import OutboxFile, PermanentTransferError, TransferBackend, 
 from tasks.transfer._local import file_sha256
 from tasks.volumes import Volume, resolve_source
 
-TRANSFER_COMPLETED_EVENT = "emzip.transfer.completed"
 EDGE_STATES = ("discovered", "encoded", "verified")
 
 
@@ -121,8 +121,8 @@ def _ship(
             ledger.advance(block_id, worker, "shipped", release=True, timings={"transfer": round(report.seconds, 3)})
             shipped.append(block_id)
         emit_event(
-            TRANSFER_COMPLETED_EVENT,
-            resource={"prefect.resource.id": f"emzip.volume.{members[0].block.volume}"},
+            TRANSFER_COMPLETED,
+            resource={"prefect.resource.id": f"{VOLUME_RESOURCE_PREFIX}{members[0].block.volume}"},
             payload={
                 "batch_id": batch_id,
                 "blocks": ids,

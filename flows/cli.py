@@ -182,6 +182,49 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch(args: argparse.Namespace) -> int:
+    """Emit a Prefect event whenever an acquisition file under ROOT is complete."""
+    import logging
+
+    from flows.watch import watch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sent = watch(Path(args.root), debounce=args.debounce)
+    print(f"stopped; {sent} events sent")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    """Bootstrap a Prefect server: pools, per-GPU limits, deployments (idempotent)."""
+    import os
+
+    from flows.operations import deploy
+
+    api_url = args.api_url or os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        print("emzip: error: give --api-url or set PREFECT_API_URL", file=sys.stderr)
+        return 2
+    created = deploy(api_url, gpus=args.gpus)
+    print("created: " + (", ".join(created) if created else "nothing (already in place)") + "; deployments applied")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the deployments from this process (one workstation, no separate worker)."""
+    from flows.operations import serve_all
+
+    root = Path(args.workdir)
+    serve_all(
+        acquisition_root=args.acquisition_root,
+        outbox=str(root / "edge" / "outbox"),
+        destination=args.destination or str(root / "datacenter" / "inbox"),
+        inbox=args.destination or str(root / "datacenter" / "inbox"),
+        restored=str(root / "datacenter" / "restored"),
+        interval=args.interval,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``emzip`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="emzip", description="Lossless learned compression of EM volumes.")
@@ -227,6 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--block", default="64,256,256", help="block shape z,y,x")
     b.add_argument("--slow", action="store_true", help="JPEG-XL at effort 9 instead of 7")
     b.set_defaults(func=_bench)
+    w = sub.add_parser("watch", help="emit Prefect events when acquisition files under ROOT are complete")
+    w.add_argument("root")
+    w.add_argument("--debounce", type=float, default=5.0, help="seconds between events per volume")
+    w.set_defaults(func=_watch)
+    p = sub.add_parser("deploy", help="bootstrap a Prefect server: work pools, GPU limits, deployments")
+    p.add_argument("--api-url", default=None, help="default: $PREFECT_API_URL")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per edge node (one concurrency limit each)")
+    p.set_defaults(func=_deploy)
+    v = sub.add_parser("serve", help="serve the deployments from this process (single workstation)")
+    v.add_argument("acquisition_root")
+    v.add_argument("--workdir", default="emzip-station")
+    v.add_argument("--destination", default=None, help="data center inbox (default under --workdir)")
+    v.add_argument("--interval", type=float, default=300.0, help="seconds between scheduled scans")
+    v.set_defaults(func=_serve)
     return parser
 
 

@@ -1,0 +1,58 @@
+"""The edge node's entry flow: scan every acquisition under a root folder (or one of them).
+
+This is what the deployments run on a schedule and on ``emzip watch`` events: each sub-folder
+of ``acquisition_root`` is one volume (any layout ``tasks.volumes`` reads) and is handed to the
+acquisition flow as a subflow, one after another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.acquisition import acquisition_flow
+from tasks.volumes import VolumeError, resolve_source
+
+
+@flow(name="emzip-edge-scan")
+def edge_scan_flow(
+    acquisition_root: str,
+    outbox: str,
+    transfer: dict[str, Any],
+    only_volume: str = "",
+    block_shape: list[int] | None = None,
+    settle_seconds: float = 30.0,
+    codec: dict[str, Any] | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Run the acquisition flow for each volume folder under ``acquisition_root``.
+
+    ``only_volume`` (a folder name) restricts the scan to one volume: triggers pass the volume
+    named by the event. Folders that are not (yet) volumes are skipped with a log line.
+    """
+    logger = get_run_logger()
+    root = Path(acquisition_root)
+    results: dict[str, Any] = {}
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for folder in folders:
+        if only_volume and folder.name != only_volume:
+            continue
+        try:
+            resolve_source(folder)
+        except VolumeError as exc:
+            logger.info("%s: skipped: %s", folder.name, exc)
+            continue
+        results[folder.name] = acquisition_flow(
+            acquisition=str(folder),
+            outbox=outbox,
+            transfer=transfer,
+            volume_name=folder.name,
+            block_shape=block_shape,
+            settle_seconds=settle_seconds,
+            codec=codec,
+            batch_size=batch_size,
+        )
+    logger.info("scanned %d volume(s) under %s", len(results), root)
+    return results
