@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -37,11 +36,11 @@ def _acquisition(root: Path, seed: int = 5) -> tuple[Path, np.ndarray]:
     return folder, volume
 
 
-def _artifact_keys(api_url: str) -> set[str]:
-    # Straight to the REST API: this prefect client's read_artifacts sends nulls the server rejects.
-    response = httpx.post(f"{api_url}/artifacts/filter", json={"limit": 200, "sort": "CREATED_DESC"})
-    response.raise_for_status()
-    return {a["key"] for a in response.json() if a.get("key")}
+def _artifact_keys() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts() if a.key}
 
 
 def test_demo_end_to_end_restores_identical_volume(prefect_api: str, tmp_path: Path) -> None:
@@ -57,7 +56,7 @@ def test_demo_end_to_end_restores_identical_volume(prefect_api: str, tmp_path: P
     assert record["restore"]["verified_sha256"] == record["encoding"]["raw_sha256"]
     assert set(record["packages"]) >= {"emzip", "torch", "constriction", "tensorstore", "prefect"}
     assert record["prefect"]["flow_run_id"]
-    keys = _artifact_keys(prefect_api)
+    keys = _artifact_keys()
     assert {"progress-demo", "blocks-demo", "summary-demo", "restore-summary"} <= keys
 
 
