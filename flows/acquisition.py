@@ -10,6 +10,7 @@ with the reason and the flow goes on with the others.
 from __future__ import annotations
 
 import time
+from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from prefect.events import emit_event
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
 from tasks.encoding import EncodedBlock, outbox_paths
+from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
 from tasks.ledger import BlockRecord, Ledger, worker_identity
 from tasks.provenance import load_record, new_record, write_record
@@ -295,6 +297,16 @@ def _summarise(ledger: Ledger, volume: str, shape: tuple[int, ...], waiting: int
     ]
     if failures:
         lines += ["", "## Failed blocks", "", *[f"- `{block}`: {reason}" for block, reason in failures]]
+    if coded:
+        png = block_bitrate_png([(r.block_id, r.codec or "", r.bits_per_voxel or 0.0) for r in coded], volume)
+        lines += [
+            "",
+            "## Bits per voxel per block",
+            "",
+            f"![bits per voxel](data:image/png;base64,{b64encode(png).decode()})",
+        ]
+    lines += ["", "## Blocks", "", "| block | state | codec | bits/voxel | reason |", "|---|---|---|---|---|"]
+    lines += [f"| `{r['block']}` | {r['state']} | {r['codec']} | {r['bits_per_voxel']} | {r['reason']} |" for r in rows]
     create_markdown_artifact("\n".join(lines), key=f"summary-{_key(volume)}", description=f"{volume}: run summary")
     return {
         "volume": volume,

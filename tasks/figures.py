@@ -21,7 +21,7 @@ import numpy as np
 from codec.analysis import analyse_learned
 from tasks.atomic import atomic_write_bytes
 
-__all__ = ["bitrate_figure", "markdown_table", "prediction_figure", "write_results"]
+__all__ = ["bitrate_figure", "block_bitrate_png", "markdown_table", "prediction_figure", "write_results"]
 
 
 def _save(figure: Any, path: Path) -> None:
@@ -52,6 +52,24 @@ def bitrate_figure(rows: list[dict[str, Any]], path: Path) -> None:
     axes.set_title("Lossless bit rates")
     axes.legend(fontsize=8)
     _save(figure, path)
+
+
+def block_bitrate_png(blocks: list[tuple[str, str, float]], title: str) -> bytes:
+    """PNG bytes: bits per voxel of each (block id, codec, bits) of a run, raw 8 bits as reference."""
+    import io
+
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.35 * len(blocks) + 2), 3.2))
+    colours = {"learned": "tab:blue", "jpegxl": "tab:orange", "lzma": "tab:gray"}
+    labels = [b[0].rsplit("/", 1)[-1] for b in blocks]
+    axes.bar(range(len(blocks)), [b[2] for b in blocks], color=[colours.get(b[1], "tab:red") for b in blocks])
+    axes.axhline(8.0, color="black", linestyle="--", linewidth=1)
+    axes.set_xticks(range(len(blocks)), labels, rotation=60, fontsize=6)
+    axes.set_ylabel("bits per voxel")
+    axes.set_title(f"{title} (blue learned, orange JPEG-XL fallback; dashed: raw)", fontsize=9)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def prediction_figure(block: np.ndarray, data: bytes, path: Path, title: str, z: int | None = None) -> None:

@@ -36,11 +36,11 @@ def _acquisition(root: Path, seed: int = 5) -> tuple[Path, np.ndarray]:
     return folder, volume
 
 
-def _artifact_keys() -> set[str]:
+def _artifacts() -> dict[str, str]:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return {a.key for a in client.read_artifacts() if a.key}
+        return {a.key: str(a.data) for a in client.read_artifacts() if a.key}
 
 
 def test_demo_end_to_end_restores_identical_volume(prefect_api: str, tmp_path: Path) -> None:
@@ -56,8 +56,10 @@ def test_demo_end_to_end_restores_identical_volume(prefect_api: str, tmp_path: P
     assert record["restore"]["verified_sha256"] == record["encoding"]["raw_sha256"]
     assert set(record["packages"]) >= {"emzip", "torch", "constriction", "tensorstore", "prefect"}
     assert record["prefect"]["flow_run_id"]
-    keys = _artifact_keys()
-    assert {"progress-demo", "blocks-demo", "summary-demo", "restore-summary"} <= keys
+    artifacts = _artifacts()
+    assert {"progress-demo", "blocks-demo", "summary-demo", "restore-summary"} <= set(artifacts)
+    assert "data:image/png;base64," in artifacts["summary-demo"]  # the bitrate figure
+    assert "`demo/z0000_y0000_x0000` | shipped" in artifacts["summary-demo"]  # the block table
 
 
 def test_failed_verification_is_not_shipped_and_others_are(
