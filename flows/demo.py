@@ -91,28 +91,19 @@ def run_demo(
     for z in range(half):
         write_slice(paths["acquisition"], z, volume[z])
     say(f"edge: scanning while acquisition is at slice {half} of {shape[0]}")
-    first = run_pipeline(
-        paths["acquisition"],
-        workdir,
-        layout="slices",
-        volume_name="demo",
-        block_shape=block_shape,
-        codec=codec,
-        assume_complete=False,
-    )
+    scan = {
+        "layout": "slices",
+        "volume_name": "demo",
+        "block_shape": block_shape,
+        "codec": codec,
+        "assume_complete": False,
+    }
+    first = run_pipeline(paths["acquisition"], workdir, **scan)  # type: ignore[arg-type]
     for z in range(half, shape[0]):
         write_slice(paths["acquisition"], z, volume[z])
     (paths["acquisition"] / DEFAULT_MARKER).touch()
     say("edge: acquisition finished; scanning again")
-    second = run_pipeline(
-        paths["acquisition"],
-        workdir,
-        layout="slices",
-        volume_name="demo",
-        block_shape=block_shape,
-        codec=codec,
-        assume_complete=False,
-    )
+    second = run_pipeline(paths["acquisition"], workdir, **scan)  # type: ignore[arg-type]
     restored = read_restored(paths["restored"] / "demo.zarr")
     identical = restored.shape == volume.shape and bool(np.array_equal(restored, volume))
     progress = second["edge"]["progress"]

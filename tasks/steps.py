@@ -61,15 +61,18 @@ def gpu_limit_name(device: torch.device) -> str | None:
     return f"{GPU_LIMIT_PREFIX}-{device.index or 0}"
 
 
-@task(
-    name="read-block",
-    task_run_name="read {block_id}",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=transient_only,
-    cache_policy=NO_CACHE,
-)
+def _retry_transient(retries: int, backoff_factor: float) -> dict[str, Any]:
+    """Task options: exponential backoff with jitter, on transient errors only, never cached."""
+    return {
+        "retries": retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=backoff_factor),
+        "retry_jitter_factor": 0.5,
+        "retry_condition_fn": transient_only,
+        "cache_policy": NO_CACHE,
+    }
+
+
+@task(name="read-block", task_run_name="read {block_id}", **_retry_transient(retries=3, backoff_factor=2))
 def read_block(source: dict[str, Any], block_id: str, block: dict[str, Any]) -> np.ndarray:
     """Read one block's voxels through TensorStore (fresh metadata)."""
     ref = BlockRef.from_json(block)
@@ -123,15 +126,7 @@ def verify_block(
     return result
 
 
-@task(
-    name="ship-batch",
-    task_run_name="ship {batch.batch_id}",
-    retries=4,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=transient_only,
-    cache_policy=NO_CACHE,
-)
+@task(name="ship-batch", task_run_name="ship {batch.batch_id}", **_retry_transient(retries=4, backoff_factor=5))
 def ship_batch(backend: TransferBackend, batch: TransferBatch, submission_id: str) -> TransferReport:
     """Transfer one batch and wait for its verified arrival (raises a TransferError)."""
     logger = get_run_logger()

@@ -113,25 +113,16 @@ def test_watched_acquisition_is_restored_through_triggered_deployments(
     station: tuple[Processes, dict[str, Path]],
 ) -> None:
     processes, paths = station
-    deploy = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "deploy", "--gpus", "1"],
-        cwd=REPO,
-        env=processes.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+
+    def bootstrap() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "flows.cli", "deploy", "--gpus", "1"]
+        return subprocess.run(
+            command, cwd=REPO, env=processes.env, capture_output=True, text=True, timeout=180, check=False
+        )
+
+    deploy = bootstrap()
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    again = subprocess.run(  # idempotent: a second bootstrap creates nothing new
-        [sys.executable, "-m", "flows.cli", "deploy", "--gpus", "1"],
-        cwd=REPO,
-        env=processes.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    again = bootstrap()  # idempotent: a second bootstrap creates nothing new
     assert again.returncode == 0 and "nothing (already in place)" in again.stdout, again.stdout + again.stderr
     for pool in ("emzip-edge", "emzip-datacenter"):
         processes.start(
