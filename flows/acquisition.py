@@ -29,7 +29,7 @@ from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
 from tasks.encoding import EncodedBlock, outbox_paths
 from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
-from tasks.ledger import BlockRecord, Ledger, worker_identity
+from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
 from tasks.provenance import load_record, new_record, write_record
 from tasks.readiness import DEFAULT_MARKER, scan_volume
 from tasks.shipping import assign_batches, backend_from_config, batch_files, record_transfer
@@ -96,9 +96,8 @@ def _ship(
     for batch_id, ids in assign_batches(ledger, worker, records, batch_size).items():
         members = [ledger.get(i) for i in ids]
         try:
-            stored = ledger.batch(batch_id)
-            submission_id = stored["submission_id"]
-        except Exception:
+            submission_id = ledger.batch(batch_id)["submission_id"]
+        except LedgerError:  # a new batch: get its submission id once and store it before submitting
             submission_id = backend.new_submission_id()
             ledger.open_batch(batch_id, backend.destination, submission_id)
         try:
