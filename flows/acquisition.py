@@ -96,18 +96,19 @@ def _ship(
     for batch_id, ids in assign_batches(ledger, worker, records, batch_size).items():
         members = [ledger.get(i) for i in ids]
         try:
-            submission_id = ledger.batch(batch_id)["submission_id"]
-        except LedgerError:  # a new batch: get its submission id once and store it before submitting
-            submission_id = backend.new_submission_id()
-            ledger.open_batch(batch_id, backend.destination, submission_id)
-        try:
+            try:
+                submission_id = ledger.batch(batch_id)["submission_id"]
+            except LedgerError:  # a new batch: get its submission id once and store it before submitting
+                submission_id = backend.new_submission_id()
+                ledger.open_batch(batch_id, backend.destination, submission_id)
             batch = batch_files(outbox, batch_id, members)
             report = ship_batch(backend, batch, submission_id)
         except TransferError as exc:
             ledger.update_batch(batch_id, "failed", detail={"error": str(exc)})
             permanent = isinstance(exc, PermanentTransferError)
             for block_id in ids:
-                if permanent:
+                if permanent:  # a retry must start a new batch: this one's submission id is spent
+                    ledger.annotate(block_id, worker, batch_id=None)
                     ledger.fail(block_id, worker, f"transfer failed: {exc}")
                 else:
                     ledger.release(block_id, worker)  # stays verified; the next run ships it
