@@ -152,3 +152,29 @@ def test_killed_flow_resumes_without_reencoding_or_duplicates(prefect_api: str, 
     assert not list(inbox.rglob("*.part"))
     restore_flow(inbox=str(inbox), restored=str(tmp_path / "datacenter" / "restored"))
     np.testing.assert_array_equal(read_restored(tmp_path / "datacenter" / "restored" / "vol.zarr"), volume)
+
+
+def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefect_api: str, tmp_path: Path) -> None:
+    folder, volume = _acquisition(tmp_path, seed=13)
+    blocked = tmp_path / "datacenter-unreachable"
+    blocked.write_text("a file where the destination folder should be: every copy fails")
+    params = {
+        "acquisition": str(folder),
+        "outbox": str(tmp_path / "edge" / "outbox"),
+        "transfer": {"kind": "local", "destination": str(blocked / "inbox")},
+        "layout": "slices",
+        "block_shape": list(BLOCK),
+        "settle_seconds": 0.0,
+        "assume_complete": True,
+        "codec": {"steps": 20},
+    }
+    first = acquisition_flow(**params)
+    assert first["progress"]["verified"] == 4 and first["progress"]["shipped"] == 0
+    blocked.unlink()
+    second = acquisition_flow(**params)
+    assert second["progress"]["shipped"] == 4 and not second["failures"]
+    with Ledger(tmp_path / "edge" / "outbox" / "ledger.sqlite") as ledger:
+        for record in ledger.blocks():
+            assert [e["to_state"] for e in ledger.events(record.block_id)].count("encoded") == 1
+    restore_flow(inbox=str(blocked / "inbox"), restored=str(tmp_path / "restored"))
+    np.testing.assert_array_equal(read_restored(tmp_path / "restored" / "vol.zarr"), volume)
