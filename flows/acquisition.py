@@ -87,7 +87,13 @@ def _verify(ledger: Ledger, worker: str, record: BlockRecord, outbox: Path) -> B
 
 
 def _ship(
-    ledger: Ledger, worker: str, backend: TransferBackend, outbox: Path, records: list[BlockRecord], batch_size: int
+    ledger: Ledger,
+    worker: str,
+    backend: TransferBackend,
+    outbox: Path,
+    records: list[BlockRecord],
+    batch_size: int,
+    retries: int,
 ) -> list[str]:
     """Ship claimed verified blocks batch by batch; returns the ids shipped."""
     logger = get_run_logger()
@@ -102,7 +108,7 @@ def _ship(
                 submission_id = backend.new_submission_id()
                 ledger.open_batch(batch_id, backend.destination, submission_id)
             batch = batch_files(outbox, batch_id, members)
-            report = ship_batch(backend, batch, submission_id)
+            report = ship_batch.with_options(retries=retries)(backend, batch, submission_id)
         except TransferError as exc:
             ledger.update_batch(batch_id, "failed", detail={"error": str(exc)})
             permanent = isinstance(exc, PermanentTransferError)
@@ -179,12 +185,15 @@ def acquisition_flow(
     codec: dict[str, Any] | None = None,
     batch_size: int = 8,
     max_blocks: int | None = None,
+    transfer_retries: int = 4,
 ) -> dict[str, Any]:
     """Scan ``acquisition``, compress and verify every ready block, ship them with ``transfer``.
 
     ``transfer`` is a backend config (``{"kind": "local", "destination": DIR}`` by default, or
     Globus, see ``tasks.shipping.backend_from_config``). ``codec`` holds ``codec.Settings`` fields.
-    The ledger defaults to ``<outbox>/ledger.sqlite``. Returns a summary (also an artifact).
+    The ledger defaults to ``<outbox>/ledger.sqlite``. A batch whose transfer fails transiently is
+    retried ``transfer_retries`` times with backoff, then left verified for the next run. Returns a
+    summary (also an artifact).
     """
     logger = get_run_logger()
     outbox_path = Path(outbox)
@@ -262,11 +271,11 @@ def acquisition_flow(
                 ledger_db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
             done += 1
             if len(verified) >= batch_size:
-                _ship(ledger_db, worker, backend, outbox_path, verified, batch_size)
+                _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
                 verified = []
             update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
         if verified:
-            _ship(ledger_db, worker, backend, outbox_path, verified, batch_size)
+            _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
         update_progress_artifact(progress_id, 100.0)
         return _summarise(ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started)
     finally:

@@ -167,6 +167,7 @@ def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefe
         "settle_seconds": 0.0,
         "assume_complete": True,
         "codec": {"steps": 20},
+        "transfer_retries": 0,
     }
     first = acquisition_flow(**params)
     assert first["progress"]["verified"] == 4 and first["progress"]["shipped"] == 0
