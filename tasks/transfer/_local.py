@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -78,9 +79,9 @@ class LocalTransfer:
         target = self.root / item.relative_path
         if target.is_file() and file_sha256(target) == item.sha256:
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with item.path.open("rb") as source, temporary.open("wb") as sink:
                 self._copy(source, sink)
                 sink.flush()
@@ -96,5 +97,6 @@ class LocalTransfer:
         except OSError as exc:
             raise TransientTransferError(f"{item.relative_path}: copy to {self.root} interrupted: {exc}") from exc
         finally:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                temporary.unlink()
         return True
