@@ -31,12 +31,14 @@ from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
 from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
 from tasks.provenance import load_record, new_record, write_record
+from tasks.pruning import prune_raw_files
 from tasks.readiness import DEFAULT_MARKER, scan_volume
 from tasks.shipping import assign_batches, backend_from_config, batch_files, record_transfer
 from tasks.steps import encode_block, read_block, ship_batch, verify_block
 from tasks.transfer import OutboxFile, PermanentTransferError, TransferBackend, TransferBatch, TransferError
+from tasks.transfer import prune_outbox as prune_outbox_files
 from tasks.transfer._local import file_sha256
-from tasks.volumes import Volume, resolve_source
+from tasks.volumes import Volume, open_volume, resolve_source
 
 EDGE_STATES = ("discovered", "encoded", "verified")
 
@@ -94,6 +96,7 @@ def _ship(
     records: list[BlockRecord],
     batch_size: int,
     retries: int,
+    prune: str = "off",
 ) -> list[str]:
     """Ship claimed verified blocks batch by batch; returns the ids shipped."""
     logger = get_run_logger()
@@ -125,6 +128,10 @@ def _ship(
         ledger.update_batch(batch_id, "succeeded", report.task_id, report.as_json())
         prov_files = [record_transfer(outbox, by_id.get(i) or ledger.get(i), report) for i in ids]
         _ship_updated_records(backend, outbox, batch_id, prov_files, ids)
+        if prune != "off":
+            for action in prune_outbox_files(batch, report, dry_run=prune != "delete"):
+                if action.block_id:
+                    ledger.note(action.block_id, f"outbox {Path(action.path).name}: {action.reason}", worker)
         for block_id in ids:
             ledger.advance(block_id, worker, "shipped", release=True, timings={"transfer": round(report.seconds, 3)})
             shipped.append(block_id)
@@ -186,6 +193,8 @@ def acquisition_flow(
     batch_size: int = 8,
     max_blocks: int | None = None,
     transfer_retries: int = 4,
+    prune_outbox: str = "off",
+    prune_raw: str = "off",
 ) -> dict[str, Any]:
     """Scan ``acquisition``, compress and verify every ready block, ship them with ``transfer``.
 
@@ -193,7 +202,9 @@ def acquisition_flow(
     Globus, see ``tasks.shipping.backend_from_config``). ``codec`` holds ``codec.Settings`` fields.
     The ledger defaults to ``<outbox>/ledger.sqlite``. A batch whose transfer fails transiently is
     retried ``transfer_retries`` times with backoff, then left verified for the next run. Returns a
-    summary (also an artifact).
+    summary (also an artifact). Pruning is off by default; ``"dry-run"`` logs in the ledger what
+    would go, ``"delete"`` deletes: outbox copies once the destination confirmed their checksum
+    (``prune_outbox``), raw acquisition files once every block reading them is shipped (``prune_raw``).
     """
     logger = get_run_logger()
     outbox_path = Path(outbox)
@@ -205,17 +216,14 @@ def acquisition_flow(
     worker = worker_identity()
     started = time.monotonic()
     try:
-        probe = scan_volume(
-            source, (1, 1, 1), settle_seconds=settle_seconds, marker=marker, assume_complete=assume_complete
-        )
-        shape = (
-            tuple(block_shape)
-            if block_shape
-            else choose_block_shape(probe.volume.chunk, whole_slices=source.layout == "slices")
-        )
+        if block_shape:
+            grid = (int(block_shape[0]), int(block_shape[1]), int(block_shape[2]))
+        else:
+            chunk = open_volume(source, settled_before=time.time() - settle_seconds).chunk
+            grid = choose_block_shape(chunk, whole_slices=source.layout == "slices")
         report = scan_volume(
             source,
-            (shape[0], shape[1], shape[2]),
+            grid,
             settle_seconds=settle_seconds,
             marker=marker,
             assume_complete=assume_complete,
@@ -271,12 +279,21 @@ def acquisition_flow(
                 ledger_db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
             done += 1
             if len(verified) >= batch_size:
-                _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
+                _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox)
                 verified = []
             update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
         if verified:
-            _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
+            _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox)
         update_progress_artifact(progress_id, 100.0)
+        if prune_raw != "off":
+            pruned = prune_raw_files(ledger_db, report.volume, grid, dry_run=prune_raw != "delete")
+            logger.info(
+                "%s: raw files %s: %d (%d kept for unshipped blocks)",
+                source.name,
+                "deleted" if not pruned.dry_run else "deletable",
+                len(pruned.files),
+                pruned.kept,
+            )
         return _summarise(ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started)
     finally:
         ledger_db.close()

@@ -322,6 +322,14 @@ class Ledger:
             self._update_fields(cursor, block_id, fields)
         return self.get(block_id)
 
+    def note(self, block_id: str, detail: str, worker: str | None = None) -> None:
+        """Log something that happened to a block without changing its state (pruning, say)."""
+        with self._transaction() as cursor:
+            row = cursor.execute("SELECT state FROM blocks WHERE block_id=?", (block_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"unknown block {block_id}")
+            self._event(cursor, block_id, row["state"], row["state"], worker, detail)
+
     def fail(self, block_id: str, worker: str, reason: str) -> BlockRecord:
         """Mark a claimed block failed with the reason and release it."""
         return self.advance(block_id, worker, "failed", reason=reason, release=True)

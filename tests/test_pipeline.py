@@ -172,10 +172,49 @@ def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefe
     first = acquisition_flow(**params)
     assert first["progress"]["verified"] == 4 and first["progress"]["shipped"] == 0
     blocked.unlink()
-    second = acquisition_flow(**params)
+    second = acquisition_flow(**{**params, "prune_outbox": "delete"})
     assert second["progress"]["shipped"] == 4 and not second["failures"]
     with Ledger(tmp_path / "edge" / "outbox" / "ledger.sqlite") as ledger:
         for record in ledger.blocks():
-            assert [e["to_state"] for e in ledger.events(record.block_id)].count("encoded") == 1
+            events = ledger.events(record.block_id)
+            assert [e["to_state"] for e in events].count("encoded") == 1
+            assert any("destination sha256 confirmed" in (e["detail"] or "") for e in events)
+    outbox = tmp_path / "edge" / "outbox" / "vol"
+    assert not list(outbox.glob("*.emz"))  # pruned after the destination confirmed them
+    assert len(list(outbox.glob("*.prov.json"))) == 4  # records carry the transfer now: kept
     restore_flow(inbox=str(blocked / "inbox"), restored=str(tmp_path / "restored"))
     np.testing.assert_array_equal(read_restored(tmp_path / "restored" / "vol.zarr"), volume)
+
+
+def test_serve_registers_scheduled_and_triggered_deployments(prefect_api: str, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    (tmp_path / "acquisitions").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", str(tmp_path / "acquisitions"), "--workdir", str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline, found = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and len(found) < 3:
+            with get_client(sync_client=True) as client:
+                found = {
+                    d.name: d
+                    for d in client.read_deployments()
+                    if d.name in ("edge-acquisition", "datacenter-restore", "flight-check")
+                }
+            time.sleep(1)
+        assert set(found) == {"edge-acquisition", "datacenter-restore", "flight-check"}
+        edge = found["edge-acquisition"]
+        assert edge.schedules and edge.parameters["acquisition_root"] == str(tmp_path / "acquisitions")
+        with get_client(sync_client=True) as client:
+            automations = {a.name for a in client.read_automations()}
+        assert any("edge-acquisition" in name for name in automations)  # the event trigger
+        assert any("datacenter-restore" in name for name in automations)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
