@@ -71,6 +71,41 @@ def _encode_and_record(
     return encoded, state
 
 
+def _bring_to_verified(
+    ledger: Ledger,
+    worker: str,
+    record: BlockRecord,
+    volume: Volume,
+    source: dict[str, Any],
+    settings: Settings,
+    outbox: Path,
+    warm: dict[str, torch.Tensor] | None,
+) -> tuple[BlockRecord | None, dict[str, torch.Tensor] | None]:
+    """Do what a claimed block still needs (encode, then verify); None if it must start over."""
+    if record.state == "discovered":
+        encoded, warm = _encode_and_record(record.block, volume, source, settings, outbox, warm)
+        record = ledger.advance(
+            record.block_id,
+            worker,
+            "encoded",
+            raw_sha256=encoded.raw_sha256,
+            raw_bytes=encoded.raw_bytes,
+            compressed_sha256=encoded.compressed_sha256,
+            compressed_bytes=encoded.compressed_bytes,
+            codec=encoded.codec,
+            bits_per_voxel=encoded.bits_per_voxel,
+            outbox_path=str(encoded.container_path),
+            timings={"encode": round(encoded.seconds, 3)},
+        )
+    if record.state == "encoded":
+        if not all(p.is_file() for p in outbox_paths(outbox, record.block)):
+            get_run_logger().warning("%s: outbox files missing after a restart; encoding again", record.block_id)
+            ledger.advance(record.block_id, worker, "discovered", release=True)
+            return None, warm
+        record = _verify(ledger, worker, record, outbox)
+    return record, warm
+
+
 def _verify(ledger: Ledger, worker: str, record: BlockRecord, outbox: Path) -> BlockRecord:
     container, prov_path = outbox_paths(outbox, record.block)
     prov = load_record(prov_path)
@@ -250,30 +285,12 @@ def acquisition_flow(
                 break
             record = claimed[0]
             try:
-                if record.state == "discovered":
-                    encoded, warm = _encode_and_record(
-                        record.block, report.volume, source_json, settings, outbox_path, warm
-                    )
-                    record = ledger_db.advance(
-                        record.block_id,
-                        worker,
-                        "encoded",
-                        raw_sha256=encoded.raw_sha256,
-                        raw_bytes=encoded.raw_bytes,
-                        compressed_sha256=encoded.compressed_sha256,
-                        compressed_bytes=encoded.compressed_bytes,
-                        codec=encoded.codec,
-                        bits_per_voxel=encoded.bits_per_voxel,
-                        outbox_path=str(encoded.container_path),
-                        timings={"encode": round(encoded.seconds, 3)},
-                    )
-                if record.state == "encoded":
-                    if not all(p.is_file() for p in outbox_paths(outbox_path, record.block)):
-                        logger.warning("%s: outbox files missing after a restart; encoding again", record.block_id)
-                        ledger_db.advance(record.block_id, worker, "discovered", release=True)
-                        continue
-                    record = _verify(ledger_db, worker, record, outbox_path)
-                verified.append(record)
+                outcome, warm = _bring_to_verified(
+                    ledger_db, worker, record, report.volume, source_json, settings, outbox_path, warm
+                )
+                if outcome is None:
+                    continue  # its outbox files were lost: back to discovered, encoded again next turn
+                verified.append(outcome)
             except Exception as exc:
                 logger.error("%s: failed: %s", record.block_id, exc)
                 ledger_db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
@@ -296,6 +313,7 @@ def acquisition_flow(
             )
         return _summarise(ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started)
     finally:
+        ledger_db.release_all(worker)  # an exception must not leave blocks claimed until the lease ends
         ledger_db.close()
 
 

@@ -285,6 +285,16 @@ class Ledger:
             self._check_claim(cursor, block_id, worker)
             cursor.execute(_RELEASE_SQL, (block_id,))
 
+    def release_all(self, worker: str) -> int:
+        """Release every claim ``worker`` still holds (states unchanged); returns how many."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "UPDATE blocks SET claimed_by=NULL, claim_host=NULL, claim_pid=NULL, claim_expires=NULL "
+                "WHERE claimed_by=?",
+                (worker,),
+            )
+            return int(cursor.rowcount)
+
     def advance(
         self,
         block_id: str,
