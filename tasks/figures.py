@@ -24,11 +24,11 @@ from tasks.atomic import atomic_write_bytes
 __all__ = ["bitrate_figure", "block_bitrate_png", "markdown_table", "prediction_figure", "write_results"]
 
 
-def _save(figure: Any, path: Path) -> None:
+def _save(figure: Any, path: Path, dpi: int = 80) -> None:
     import io
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -76,18 +76,20 @@ def prediction_figure(block: np.ndarray, data: bytes, path: Path, title: str, z:
     """Original, prediction, confidence and bits spent for one slice of a learned block."""
     analysis = analyse_learned(data, block)
     z = block.shape[0] // 2 if z is None else z
+    entropy = analysis.entropy(z)
+    low, high = (float(v) for v in np.percentile(entropy, [1, 99]))
     panels = [
-        (block[z], "original", "gray", (0, 255)),
-        (analysis.prediction[z], "prediction (mean)", "gray", (0, 255)),
-        (analysis.entropy(z), "confidence: entropy, bits (dark = confident)", "magma", None),
-        (analysis.bits[z], "bits spent per voxel", "magma", None),
+        (block[z], "original", "gray", (0.0, 255.0)),
+        (analysis.prediction[z], "prediction (mean)", "gray", (0.0, 255.0)),
+        (entropy, "confidence: entropy in bits (dark = confident)", "magma", (low, high)),
+        (analysis.bits[z], "bits spent per voxel", "magma", (0.0, 10.0)),
     ]
     figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     for ax, (image, label, cmap, limits) in zip(axes, panels, strict=True):
-        shown = ax.imshow(image, cmap=cmap, vmin=limits[0] if limits else 0, vmax=limits[1] if limits else 10)
+        shown = ax.imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1])
         ax.set_title(label, fontsize=9)
         ax.axis("off")
-        if limits is None:
+        if cmap != "gray":
             figure.colorbar(shown, ax=ax, fraction=0.046)
     figure.suptitle(f"{title}: slice {z}, {analysis.bits[z].mean():.2f} bits per voxel")
     _save(figure, path)
