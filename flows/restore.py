@@ -23,10 +23,11 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[s
     """
     logger = get_run_logger()
     started = time.monotonic()
-    received, skipped = find_received(Path(inbox))
-    for path, why in skipped.items():
-        logger.info("%s: not restored yet: %s", path, why)
     with Ledger(ledger or Path(restored) / "ledger.sqlite") as db:
+        done = frozenset(r.block_id for r in db.blocks(states=("restored",)))
+        received, skipped = find_received(Path(inbox), done)
+        for path, why in skipped.items():
+            logger.info("%s: not restored yet: %s", path, why)
         for item in received:
             db.receive(
                 item.block,

@@ -37,8 +37,11 @@ class ReceivedBlock:
     record: dict[str, Any]
 
 
-def find_received(inbox: Path) -> tuple[list[ReceivedBlock], dict[str, str]]:
-    """Complete blocks in the inbox, and (path -> why) for files that are not (yet) usable."""
+def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> tuple[list[ReceivedBlock], dict[str, str]]:
+    """Complete blocks in the inbox, and (path -> why) for files that are not (yet) usable.
+
+    Blocks whose id is in ``done`` (already restored) are passed over without hashing them again.
+    """
     received: list[ReceivedBlock] = []
     skipped: dict[str, str] = {}
     if not inbox.is_dir():
@@ -52,6 +55,8 @@ def find_received(inbox: Path) -> tuple[list[ReceivedBlock], dict[str, str]]:
             record = load_record(record_path)
         except ValueError as exc:
             skipped[str(container)] = str(exc)
+            continue
+        if record["block"]["id"] in done:
             continue
         if file_sha256(container) != record["encoding"]["compressed_sha256"]:
             skipped[str(container)] = "container sha256 differs from its record (still arriving or damaged)"
