@@ -46,11 +46,13 @@ EDGE_STATES = ("discovered", "encoded", "verified")
 def _encode_and_record(
     block: BlockRef,
     volume: Volume,
+    grid: tuple[int, int, int],
     source: dict[str, Any],
     settings: Settings,
     outbox: Path,
     warm: dict[str, torch.Tensor] | None,
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
+    """Read and encode one block into the outbox, with its provenance record (not yet verified)."""
     started = time.monotonic()
     data = read_block(source, block.block_id, block.as_json())
     read_s = time.monotonic() - started
@@ -58,7 +60,7 @@ def _encode_and_record(
     record = new_record(
         block,
         volume_shape=volume.shape,
-        block_shape=(block.z1 - block.z0, block.y1 - block.y0, block.x1 - block.x0),
+        block_shape=grid,  # the volume's grid, not this (possibly edge) block's own shape
         dtype=data.dtype.str,
         voxel_size=volume.voxel_size,
         units=volume.units,
@@ -76,6 +78,7 @@ def _bring_to_verified(
     worker: str,
     record: BlockRecord,
     volume: Volume,
+    grid: tuple[int, int, int],
     source: dict[str, Any],
     settings: Settings,
     outbox: Path,
@@ -83,7 +86,7 @@ def _bring_to_verified(
 ) -> tuple[BlockRecord | None, dict[str, torch.Tensor] | None]:
     """Do what a claimed block still needs (encode, then verify); None if it must start over."""
     if record.state == "discovered":
-        encoded, warm = _encode_and_record(record.block, volume, source, settings, outbox, warm)
+        encoded, warm = _encode_and_record(record.block, volume, grid, source, settings, outbox, warm)
         record = ledger.advance(
             record.block_id,
             worker,
@@ -286,7 +289,7 @@ def acquisition_flow(
             record = claimed[0]
             try:
                 outcome, warm = _bring_to_verified(
-                    ledger_db, worker, record, report.volume, source_json, settings, outbox_path, warm
+                    ledger_db, worker, record, report.volume, grid, source_json, settings, outbox_path, warm
                 )
                 if outcome is None:
                     continue  # its outbox files were lost: back to discovered, encoded again next turn

@@ -163,7 +163,7 @@ def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefe
         "outbox": str(tmp_path / "edge" / "outbox"),
         "transfer": {"kind": "local", "destination": str(blocked / "inbox")},
         "layout": "slices",
-        "block_shape": list(BLOCK),
+        "block_shape": [4, 64, 96],  # x 96-128 are edge blocks, 32 wide
         "settle_seconds": 0.0,
         "assume_complete": True,
         "codec": {"steps": 20},
@@ -182,8 +182,12 @@ def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefe
     outbox = tmp_path / "edge" / "outbox" / "vol"
     assert not list(outbox.glob("*.emz"))  # pruned after the destination confirmed them
     assert len(list(outbox.glob("*.prov.json"))) == 4  # records carry the transfer now: kept
+    records = [load_record(p) for p in outbox.glob("*.prov.json")]
+    assert {tuple(r["volume"]["block_shape"]) for r in records} == {(4, 64, 96)}  # the grid, even for edge blocks
     restore_flow(inbox=str(blocked / "inbox"), restored=str(tmp_path / "restored"))
     np.testing.assert_array_equal(read_restored(tmp_path / "restored" / "vol.zarr"), volume)
+    metadata = json.loads((tmp_path / "restored" / "vol.zarr" / "zarr.json").read_text())
+    assert metadata["chunk_grid"]["configuration"]["chunk_shape"] == [4, 64, 96]  # one shard per block
 
 
 def test_serve_registers_scheduled_and_triggered_deployments(prefect_api: str, tmp_path: Path) -> None:
