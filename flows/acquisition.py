@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from base64 import b64encode
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,50 +44,48 @@ from tasks.volumes import Volume, open_volume, resolve_source
 EDGE_STATES = ("discovered", "encoded", "verified")
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed for every block of one acquisition run."""
+
+    volume: Volume
+    grid: tuple[int, int, int]
+    source: dict[str, Any]
+    settings: Settings
+    outbox: Path
+
+
 def _encode_and_record(
-    block: BlockRef,
-    volume: Volume,
-    grid: tuple[int, int, int],
-    source: dict[str, Any],
-    settings: Settings,
-    outbox: Path,
-    warm: dict[str, torch.Tensor] | None,
+    run: _Run, block: BlockRef, warm: dict[str, torch.Tensor] | None
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
     """Read and encode one block into the outbox, with its provenance record (not yet verified)."""
     started = time.monotonic()
-    data = read_block(source, block.block_id, block.as_json())
+    data = read_block(run.source, block.block_id, block.as_json())
     read_s = time.monotonic() - started
-    encoded, state = encode_block(block.block_id, block.as_json(), data, settings, str(outbox), warm)
+    encoded, state = encode_block(block.block_id, block.as_json(), data, run.settings, str(run.outbox), warm)
     record = new_record(
         block,
-        volume_shape=volume.shape,
-        block_shape=grid,  # the volume's grid, not this (possibly edge) block's own shape
+        volume_shape=run.volume.shape,
+        block_shape=run.grid,  # the volume's grid, not this (possibly edge) block's own shape
         dtype=data.dtype.str,
-        voxel_size=volume.voxel_size,
-        units=volume.units,
-        source=source,
+        voxel_size=run.volume.voxel_size,
+        units=run.volume.units,
+        source=run.source,
     )
     record["encoding"] = encoded.encoding
     record["verification"] = None
     record["timings_s"] = {"read": round(read_s, 3), "encode": round(encoded.seconds, 3)}
-    write_record(outbox_paths(outbox, block)[1], record)
+    write_record(outbox_paths(run.outbox, block)[1], record)
     return encoded, state
 
 
 def _bring_to_verified(
-    ledger: Ledger,
-    worker: str,
-    record: BlockRecord,
-    volume: Volume,
-    grid: tuple[int, int, int],
-    source: dict[str, Any],
-    settings: Settings,
-    outbox: Path,
-    warm: dict[str, torch.Tensor] | None,
+    ledger: Ledger, worker: str, run: _Run, record: BlockRecord, warm: dict[str, torch.Tensor] | None
 ) -> tuple[BlockRecord | None, dict[str, torch.Tensor] | None]:
     """Do what a claimed block still needs (encode, then verify); None if it must start over."""
+    outbox = run.outbox
     if record.state == "discovered":
-        encoded, warm = _encode_and_record(record.block, volume, grid, source, settings, outbox, warm)
+        encoded, warm = _encode_and_record(run, record.block, warm)
         record = ledger.advance(
             record.block_id,
             worker,
@@ -247,7 +246,6 @@ def acquisition_flow(
     logger = get_run_logger()
     outbox_path = Path(outbox)
     source = resolve_source(acquisition, volume_name, layout)  # type: ignore[arg-type]
-    source_json = source.as_json()
     settings = Settings().with_overrides(**(codec or {}))
     backend = backend_from_config(transfer)
     ledger_db = Ledger(ledger or outbox_path / "ledger.sqlite")
@@ -275,6 +273,7 @@ def acquisition_flow(
             added,
             len(report.waiting),
         )
+        run = _Run(report.volume, grid, source.as_json(), settings, outbox_path)
         todo = len(ledger_db.pending(source.name))
         progress_id: Any = create_progress_artifact(
             0.0, key=f"progress-{_key(source.name)}", description=f"{source.name}: blocks"
@@ -288,9 +287,7 @@ def acquisition_flow(
                 break
             record = claimed[0]
             try:
-                outcome, warm = _bring_to_verified(
-                    ledger_db, worker, record, report.volume, grid, source_json, settings, outbox_path, warm
-                )
+                outcome, warm = _bring_to_verified(ledger_db, worker, run, record, warm)
                 if outcome is None:
                     continue  # its outbox files were lost: back to discovered, encoded again next turn
                 verified.append(outcome)
