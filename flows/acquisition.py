@@ -27,6 +27,7 @@ from prefect.events import emit_event
 
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
+from tasks.checksums import file_sha256
 from tasks.encoding import EncodedBlock, outbox_paths
 from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
@@ -38,7 +39,6 @@ from tasks.shipping import assign_batches, backend_from_config, batch_files, rec
 from tasks.steps import encode_block, read_block, ship_batch, verify_block
 from tasks.transfer import OutboxFile, PermanentTransferError, TransferBackend, TransferBatch, TransferError
 from tasks.transfer import prune_outbox as prune_outbox_files
-from tasks.transfer._local import file_sha256
 from tasks.volumes import Volume, open_volume, resolve_source
 
 EDGE_STATES = ("discovered", "encoded", "verified")

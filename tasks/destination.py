@@ -9,13 +9,13 @@ may call it restored. The array grows (never shrinks) as blocks of a growing acq
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorstore as ts
 
+from tasks.checksums import array_sha256
 from tasks.grid import BlockRef
 
 __all__ = ["RestoreError", "open_destination", "write_block"]
@@ -93,7 +93,7 @@ def write_block(store: ts.TensorStore, block: BlockRef, data: np.ndarray, expect
     """Write one decoded block, read it back, and check its sha256 against the record."""
     if data.shape != block.shape:
         raise RestoreError(f"{block.block_id}: decoded shape {data.shape} does not match the block {block.shape}")
-    actual = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    actual = array_sha256(data)
     if actual != expected_sha256:
         raise RestoreError(
             f"{block.block_id}: decoded data sha256 {actual[:12]} differs from the record {expected_sha256[:12]}"
@@ -106,7 +106,7 @@ def write_block(store: ts.TensorStore, block: BlockRef, data: np.ndarray, expect
         stored = fresh[z0:z1, y0:y1, x0:x1].read().result()
     except ValueError as exc:
         raise RestoreError(f"{block.block_id}: writing into the destination failed: {exc}") from exc
-    readback = hashlib.sha256(np.ascontiguousarray(stored).tobytes()).hexdigest()
+    readback = array_sha256(stored)
     if readback != expected_sha256:
         raise RestoreError(
             f"{block.block_id}: destination read back sha256 {readback[:12]}, expected {expected_sha256[:12]}"

@@ -19,10 +19,10 @@ import tensorstore as ts
 
 from codec import decompress
 from codec.errors import EmzipError
+from tasks.checksums import file_sha256
 from tasks.destination import RestoreError, open_destination, write_block
 from tasks.grid import BlockRef
 from tasks.provenance import load_record, write_record
-from tasks.transfer._local import file_sha256
 
 __all__ = ["ReceivedBlock", "find_received", "restore_block"]
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.checksums import file_sha256
 from tasks.encoding import outbox_paths
 from tasks.ledger import BlockRecord, Ledger
 from tasks.provenance import load_record, write_record
@@ -28,7 +29,6 @@ from tasks.transfer import (
     TransferReport,
     transfer_client_from_credentials,
 )
-from tasks.transfer._local import file_sha256
 
 CLIENT_ID_ENV = "EMZIP_GLOBUS_CLIENT_ID"
 CLIENT_SECRET_ENV = "EMZIP_GLOBUS_CLIENT_SECRET"

@@ -7,7 +7,6 @@ that passes here decodes anywhere. Nothing is shipped unless this passes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tasks.checksums import file_sha256
 
 __all__ = ["VerificationError", "VerifyResult", "verify_container"]
 
@@ -52,7 +53,7 @@ def verify_container(
 ) -> VerifyResult:
     """Decode ``path`` in a new process and compare; raise ``VerificationError`` on any difference."""
     started = time.monotonic()
-    on_disk = hashlib.sha256(path.read_bytes()).hexdigest()
+    on_disk = file_sha256(path)
     if on_disk != compressed_sha256:
         raise VerificationError(f"{path}: container on disk has sha256 {on_disk[:12]}, wrote {compressed_sha256[:12]}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -5,17 +5,16 @@ Run by ``tasks.verification`` in a fresh process; exits non-zero with the error 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from codec import decompress
 from codec.errors import EmzipError
+from tasks.checksums import array_sha256
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +27,7 @@ def main(argv: list[str]) -> int:
         print(f"{path}: {exc}", file=sys.stderr)
         return 1
     report = {
-        "sha256": hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(),
+        "sha256": array_sha256(array),
         "shape": list(array.shape),
         "dtype": array.dtype.str,
         "pid": os.getpid(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import time
@@ -12,20 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from tasks.checksums import file_sha256
 from tasks.transfer._errors import PermanentTransferError, TransientTransferError
 from tasks.transfer._model import FileResult, OutboxFile, TransferBatch, TransferReport
 
 Copier = Callable[[BinaryIO, BinaryIO], None]
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for piece in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def _fsync_directory(path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.transfer._local import file_sha256
+from tasks.checksums import file_sha256
 from tasks.transfer._model import TransferBatch, TransferReport
 
 
