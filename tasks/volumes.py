@@ -239,7 +239,10 @@ class Volume:
         return None
 
 
-def _voxel_size_from_attributes(attributes: dict[str, Any]) -> tuple[tuple[float, float, float] | None, str | None]:
+def _voxel_size_from_attributes(
+    attributes: dict[str, Any], lists_are_xyz: bool
+) -> tuple[tuple[float, float, float] | None, str | None]:
+    """(z, y, x) voxel size and unit from store attributes; N5 lists its resolution as (x, y, z)."""
     for key in ("voxel_size", "resolution", "pixelResolution"):
         value = attributes.get(key)
         if isinstance(value, dict):
@@ -250,7 +253,7 @@ def _voxel_size_from_attributes(attributes: dict[str, Any]) -> tuple[tuple[float
                 return (float(dims[2]), float(dims[1]), float(dims[0])), unit
         if isinstance(value, list) and len(value) == 3:
             size = tuple(float(v) for v in value)
-            if key == "resolution" and attributes.get("_order", "zyx") == "xyz":
+            if key == "resolution" and lists_are_xyz:
                 size = size[::-1]
             return (size[0], size[1], size[2]), attributes.get("units")
     return None, None
@@ -259,9 +262,7 @@ def _voxel_size_from_attributes(attributes: dict[str, Any]) -> tuple[tuple[float
 def _open_chunked(source: VolumeSource, context: ts.Context) -> Volume:
     spec: dict[str, Any] = dict(source.spec) if source.spec else {}
     if not spec:
-        driver = {"zarr": "zarr", "zarr3": "zarr3", "n5": "n5", "precomputed": "neuroglancer_precomputed"}[
-            source.layout
-        ]
+        driver = next(d for d, layout in CHUNKED_DRIVERS.items() if layout == source.layout)
         spec = {"driver": driver, "kvstore": {"driver": "file", "path": source.location}}
     spec.setdefault("recheck_cached_metadata", "open")
     spec.setdefault("recheck_cached_data", "open")
@@ -281,7 +282,7 @@ def _open_chunked(source: VolumeSource, context: ts.Context) -> Volume:
     elif store.rank != 3:
         raise VolumeError(f"{source.location}: expected a 3-D (z, y, x) volume, found rank {store.rank}")
     else:
-        voxel_size, units = _read_voxel_size(source, store)
+        voxel_size, units = _read_voxel_size(source)
     write_chunk = store.schema.chunk_layout.write_chunk.shape
     if write_chunk is None or any(c is None for c in write_chunk):
         raise VolumeError(f"{source.location}: the store reports no regular chunk grid")
@@ -298,9 +299,7 @@ def _open_chunked(source: VolumeSource, context: ts.Context) -> Volume:
     )
 
 
-def _read_voxel_size(
-    source: VolumeSource, store: ts.TensorStore
-) -> tuple[tuple[float, float, float] | None, str | None]:
+def _read_voxel_size(source: VolumeSource) -> tuple[tuple[float, float, float] | None, str | None]:
     root = Path(source.location)
     candidates = {"zarr": root / ".zattrs", "zarr3": root / "zarr.json", "n5": root / "attributes.json"}
     path = candidates.get(source.layout)
@@ -311,9 +310,7 @@ def _read_voxel_size(
     except (OSError, ValueError):
         return None, None
     attributes = document.get("attributes", document) if source.layout == "zarr3" else document
-    if source.layout == "n5" and isinstance(attributes.get("resolution"), list):
-        attributes = {**attributes, "_order": "xyz"}
-    return _voxel_size_from_attributes(attributes)
+    return _voxel_size_from_attributes(attributes, lists_are_xyz=source.layout == "n5")
 
 
 def list_slice_files(folder: Path, settled_before: float | None = None) -> dict[int, Path]:
