@@ -27,7 +27,6 @@ from prefect.events import emit_event
 
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
-from tasks.checksums import file_sha256
 from tasks.encoding import EncodedBlock, outbox_paths
 from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
@@ -35,9 +34,9 @@ from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
 from tasks.provenance import load_record, new_record, write_record
 from tasks.pruning import prune_raw_files
 from tasks.readiness import DEFAULT_MARKER, scan_volume
-from tasks.shipping import assign_batches, backend_from_config, batch_files, record_transfer
+from tasks.shipping import assign_batches, backend_from_config, batch_files, outbox_file, record_transfer
 from tasks.steps import encode_block, read_block, ship_batch, verify_block
-from tasks.transfer import OutboxFile, PermanentTransferError, TransferBackend, TransferBatch, TransferError
+from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
 from tasks.transfer import prune_outbox as prune_outbox_files
 from tasks.volumes import Volume, open_volume, resolve_source
 
@@ -189,10 +188,7 @@ def _ship_updated_records(
     backend: TransferBackend, outbox: Path, batch_id: str, paths: list[Path], ids: list[str]
 ) -> None:
     """Send the provenance records again now that they carry the transfer's outcome."""
-    files = tuple(
-        OutboxFile(p, file_sha256(p), p.stat().st_size, str(p.relative_to(outbox)), block_id)
-        for p, block_id in zip(paths, ids, strict=True)
-    )
+    files = tuple(outbox_file(outbox, p, block_id) for p, block_id in zip(paths, ids, strict=True))
     try:
         backend.transfer(
             TransferBatch(f"{batch_id}-provenance", ids[0].split("/")[0], files), backend.new_submission_id()

@@ -214,11 +214,12 @@ def _serve(args: argparse.Namespace) -> int:
     from flows.operations import serve_all
 
     root = Path(args.workdir)
+    inbox = args.destination or str(root / "datacenter" / "inbox")  # one station: edge ships to its own inbox
     serve_all(
         acquisition_root=args.acquisition_root,
         outbox=str(root / "edge" / "outbox"),
-        destination=args.destination or str(root / "datacenter" / "inbox"),
-        inbox=args.destination or str(root / "datacenter" / "inbox"),
+        destination=inbox,
+        inbox=inbox,
         restored=str(root / "datacenter" / "restored"),
         interval=args.interval,
     )

@@ -34,7 +34,7 @@ CLIENT_ID_ENV = "EMZIP_GLOBUS_CLIENT_ID"
 CLIENT_SECRET_ENV = "EMZIP_GLOBUS_CLIENT_SECRET"
 MAPPED_ENV = "EMZIP_GLOBUS_MAPPED_COLLECTIONS"
 
-__all__ = ["assign_batches", "backend_from_config", "batch_files", "record_transfer"]
+__all__ = ["assign_batches", "backend_from_config", "batch_files", "outbox_file", "record_transfer"]
 
 
 def _globus_secret(config: dict[str, Any]) -> tuple[str, str]:
@@ -101,17 +101,25 @@ def assign_batches(ledger: Ledger, worker: str, records: list[BlockRecord], batc
     return batches
 
 
+def outbox_file(outbox: Path, path: Path, block_id: str) -> OutboxFile:
+    """An outbox file as a transfer item: its sha256 now, its size, its path below the outbox."""
+    if not path.is_file():
+        raise PermanentTransferError(f"{block_id}: outbox file {path} is missing")
+    return OutboxFile(path, file_sha256(path), path.stat().st_size, str(path.relative_to(outbox)), block_id)
+
+
 def batch_files(outbox: Path, batch_id: str, records: list[BlockRecord]) -> TransferBatch:
-    """The outbox files (container and provenance record) of a batch's blocks, with sha256."""
+    """The outbox files (container and provenance record) of a batch's blocks, with sha256.
+
+    A container whose bytes changed since verification is refused, never shipped.
+    """
     files: list[OutboxFile] = []
     for r in records:
         for path in outbox_paths(outbox, r.block):
-            if not path.is_file():
-                raise PermanentTransferError(f"{r.block_id}: outbox file {path} is missing")
-            digest = r.compressed_sha256 if path.suffix == ".emz" else file_sha256(path)
-            if path.suffix == ".emz" and file_sha256(path) != digest:
+            item = outbox_file(outbox, path, r.block_id)
+            if path.suffix == ".emz" and item.sha256 != r.compressed_sha256:
                 raise PermanentTransferError(f"{r.block_id}: outbox container {path} changed since it was verified")
-            files.append(OutboxFile(path, str(digest), path.stat().st_size, str(path.relative_to(outbox)), r.block_id))
+            files.append(item)
     return TransferBatch(batch_id, records[0].block.volume, tuple(files))
 
 
