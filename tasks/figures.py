@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,16 @@ from tasks.atomic import atomic_write_bytes
 __all__ = ["bitrate_figure", "block_bitrate_png", "markdown_table", "prediction_figure", "write_results"]
 
 
-def _save(figure: Any, path: Path, dpi: int = 80) -> None:
-    import io
-
+def _png_bytes(figure: Any, dpi: int = 80) -> bytes:
+    """Render and close a figure."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _save(figure: Any, path: Path) -> None:
+    atomic_write_bytes(path, _png_bytes(figure))
 
 
 def bitrate_figure(rows: list[dict[str, Any]], path: Path) -> None:
@@ -56,8 +60,6 @@ def bitrate_figure(rows: list[dict[str, Any]], path: Path) -> None:
 
 def block_bitrate_png(blocks: list[tuple[str, str, float]], title: str) -> bytes:
     """PNG bytes: bits per voxel of each (block id, codec, bits) of a run, raw 8 bits as reference."""
-    import io
-
     figure, axes = plt.subplots(figsize=(max(4.0, 0.35 * len(blocks) + 2), 3.2))
     colours = {"learned": "tab:blue", "jpegxl": "tab:orange", "lzma": "tab:gray"}
     labels = [b[0].rsplit("/", 1)[-1] for b in blocks]
@@ -66,10 +68,7 @@ def block_bitrate_png(blocks: list[tuple[str, str, float]], title: str) -> bytes
     axes.set_xticks(range(len(blocks)), labels, rotation=60, fontsize=6)
     axes.set_ylabel("bits per voxel")
     axes.set_title(f"{title} (blue learned, orange JPEG-XL fallback; dashed: raw)", fontsize=9)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png_bytes(figure)
 
 
 def prediction_figure(block: np.ndarray, data: bytes, path: Path, title: str, z: int | None = None) -> None:
