@@ -20,7 +20,9 @@ import torch
 
 from codec import container, fallback, learned
 from codec.container import Container, Header
+from codec.entropy import CODER_BY_VERSION
 from codec.errors import CorruptDataError, EmzipError, FormatError, UnsupportedInputError
+from codec.family_probe import choose_family
 from codec.model import Architecture
 from codec.quantize import (
     ACTIVATION_BITS,
@@ -120,7 +122,8 @@ def _learned_container(
 ) -> tuple[bytes, TrainReport, str, dict[str, torch.Tensor]]:
     block = _as_3d(array)
     device = _pick_device(settings.device)
-    arch = Architecture(settings.k, settings.channels, settings.layers, settings.hidden, settings.family)
+    family = choose_family(block, settings.seed) if settings.family == "auto" else settings.family
+    arch = Architecture(settings.k, settings.channels, settings.layers, settings.hidden, family)
     budget = TrainBudget(steps=settings.training_steps(), max_seconds=settings.max_seconds)
     on_step = (lambda step, _bits: progress("train", step, budget.steps)) if progress else None
     model, report = train_model(block, arch, budget, device, settings.seed, warm_start, on_step)
@@ -265,7 +268,9 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
         streams = learned.unpack_streams(parsed.data, shape3[0])
         on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
         with torch.no_grad():
-            array = learned.decode_block(model, streams, (shape3[0], shape3[1], shape3[2]), on_slice).reshape(shape)
+            coder = CODER_BY_VERSION[parsed.version]
+            dims = (shape3[0], shape3[1], shape3[2])
+            array = learned.decode_block(model, streams, dims, on_slice, coder).reshape(shape)
     elif header.codec == "jpegxl":
         if header.dtype not in fallback.JPEGXL_DTYPES or len(shape) not in (2, 3):
             raise CorruptDataError(f"JPEG-XL container claims {header.dtype} {shape}")

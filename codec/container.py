@@ -1,9 +1,10 @@
-"""Container format v1: the bytes of one compressed block (specified in docs/format.md).
+"""Container format v2 (reads v1 too): the bytes of one compressed block (specified in docs/format.md).
 
 Layout, all integers little-endian::
 
     magic      8 bytes  89 45 4D 5A 0D 0A 1A 0A  ("\\x89EMZ\\r\\n\\x1a\\n")
-    version    u16      1
+    version    u16      2 (1: same layout, learned streams coded with constriction's own
+                        quantized Laplace/Gaussian models instead of exact integer tables)
     flags      u16      0 (reserved)
     sections   u32      number of sections that follow
     section*   tag (4 ASCII bytes), length u64, payload, CRC32(tag + payload) u32
@@ -24,7 +25,10 @@ from typing import Any
 from codec.errors import CorruptDataError, FormatError, TruncatedError, UnsupportedVersionError
 
 MAGIC = b"\x89EMZ\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this reader decodes. They differ only in how learned streams turn model outputs
+#: into probabilities (see codec.entropy.CODER_BY_VERSION).
+READABLE_VERSIONS = (1, 2)
 #: Codec ids stored in HEAD.
 CODEC_IDS = {"learned": 1, "jpegxl": 2, "lzma": 3}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
@@ -66,6 +70,7 @@ class Container:
     config: dict[str, Any]
     model: bytes
     data: bytes
+    version: int = FORMAT_VERSION
 
 
 def _pack_head(h: Header) -> bytes:
@@ -116,8 +121,10 @@ def unpack(data: bytes) -> Container:
     if len(view) < _PREAMBLE.size:
         raise TruncatedError(f"data ends after {len(view)} bytes, inside the preamble")
     _, version, flags, count = _PREAMBLE.unpack_from(view, 0)
-    if version != FORMAT_VERSION:
-        raise UnsupportedVersionError(f"container format version {version}; this emzip reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise UnsupportedVersionError(
+            f"container format version {version}; this emzip reads versions {', '.join(map(str, READABLE_VERSIONS))}"
+        )
     if flags != 0:
         raise CorruptDataError(f"reserved flags are {flags:#x}, expected 0")
     if count not in (len(_SECTION_ORDER_LEARNED), len(_SECTION_ORDER_CLASSIC)):
@@ -158,4 +165,4 @@ def unpack(data: bytes) -> Container:
         raise CorruptDataError(f"CONF section is not valid JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise CorruptDataError("CONF section is not a JSON object")
-    return Container(header, config, sections.get(b"MODL", b""), sections[b"DATA"])
+    return Container(header, config, sections.get(b"MODL", b""), sections[b"DATA"], version)

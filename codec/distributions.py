@@ -28,12 +28,18 @@ SYMBOL_MAX = 255
 
 
 @lru_cache(maxsize=1)
-def scale_table() -> np.ndarray:
-    """The float64 scale of each scale index, from an integer recurrence (no libm involved)."""
+def scale_numerators() -> tuple[int, ...]:
+    """Each scale index's scale times 2**20, from an integer recurrence (no libm involved)."""
     numerators = [_SCALE0]
     for _ in range(N_SCALES - 1):
         numerators.append((numerators[-1] * _RATIO_NUMERATOR + (1 << 19)) >> 20)
-    table = np.array(numerators, dtype=np.float64) / float(1 << _SCALE_FRACTION_BITS)
+    return tuple(numerators)
+
+
+@lru_cache(maxsize=1)
+def scale_table() -> np.ndarray:
+    """The float64 scale of each scale index (exact: integers over 2**20)."""
+    table = np.array(scale_numerators(), dtype=np.float64) / float(1 << _SCALE_FRACTION_BITS)
     table.setflags(write=False)
     return table
 

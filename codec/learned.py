@@ -86,8 +86,13 @@ def decode_block(
     streams: list[SliceStream],
     shape: tuple[int, int, int],
     progress: Callable[[int, int], None] | None = None,
+    coder: str = "tables",
 ) -> np.ndarray:
-    """Decode the streams of :func:`encode_block` back into the uint8 block."""
+    """Decode the streams of :func:`encode_block` back into the uint8 block.
+
+    ``coder`` names how probabilities are formed (see ``codec.entropy.CODER_BY_VERSION``):
+    the container's version decides it.
+    """
     z_count, h, w = shape
     out = np.empty(shape, np.uint8)
     history = torch.zeros((model.arch.k, h, w), dtype=torch.float64)  # centred, newest first
@@ -96,7 +101,7 @@ def decode_block(
     for z in range(z_count):
         features = model.trunk_features(history.unsqueeze(0))[0].numpy()  # (C, H, W)
         current_padded = context.padded_plane(h, w)
-        decoder = StreamDecoder(model.arch.family, streams[z].words)
+        decoder = StreamDecoder(model.arch.family, streams[z].words, coder)
         for row in range(h):
             for p, cols in enumerate(columns):
                 if cols.size == 0:

@@ -21,8 +21,9 @@ class Settings:
     """How to compress a block.
 
     k: previous slices the model sees (context depth). channels, layers: trunk width and depth.
-    hidden: width of the per-voxel heads. family: per-voxel distribution ("laplace" or
-    "gaussian"). effort: training budget level 0-4 (see EFFORT_STEPS); steps overrides it.
+    hidden: width of the per-voxel heads. family: per-voxel distribution ("laplace",
+    "gaussian", or "auto": chosen per block by a least-squares probe, see codec.family_probe).
+    effort: training budget level 0-4 (see EFFORT_STEPS); steps overrides it.
     max_seconds: optional wall-clock cap on training (makes output depend on machine speed).
     device: "auto" (CUDA when present), "cpu" or "cuda[:N]". seed: training seed.
     codec: "auto" (learned unless a classic codec is smaller or the input is unsupported),
@@ -36,7 +37,7 @@ class Settings:
     channels: int = 16
     layers: int = 3
     hidden: int = 32
-    family: str = "laplace"
+    family: str = "auto"
     effort: int = 2
     steps: int | None = None
     max_seconds: float | None = None
@@ -57,7 +58,7 @@ class Settings:
             (1 <= self.channels <= 64, "channels must be 1..64"),
             (1 <= self.layers <= 6, "layers must be 1..6"),
             (1 <= self.hidden <= 128, "hidden must be 1..128"),
-            (self.family in FAMILIES, f"family must be one of {FAMILIES}"),
+            (self.family in (*FAMILIES, "auto"), f"family must be one of {(*FAMILIES, 'auto')}"),
             (self.effort in EFFORT_STEPS, f"effort must be one of {sorted(EFFORT_STEPS)}"),
             (self.steps is None or self.steps >= 0, "steps must be >= 0"),
             (self.codec in CODEC_CHOICES, f"codec must be one of {CODEC_CHOICES}"),

@@ -64,8 +64,9 @@ def test_not_a_container() -> None:
 
 def test_newer_version_is_refused(classic_bytes: bytes) -> None:
     data = bytearray(classic_bytes)
-    struct.pack_into("<H", data, 8, container.FORMAT_VERSION + 1)
-    with pytest.raises(UnsupportedVersionError, match="version 2"):
+    newer = container.FORMAT_VERSION + 1
+    struct.pack_into("<H", data, 8, newer)
+    with pytest.raises(UnsupportedVersionError, match=f"version {newer}; this emzip reads versions 1, 2"):
         decompress(bytes(data))
 
 
