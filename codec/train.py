@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from codec import context
+from codec.distributions import SCALES_PER_OCTAVE
 from codec.model import Architecture, ContextModel
 
 #: Voxels this close to a crop's edge see zero padding that the full slice would not have.
@@ -94,6 +95,46 @@ def _mean_bits(model: ContextModel, stack: torch.Tensor, grey: torch.Tensor, wei
     return (per_pass * _PASS_SHARE.to(per_pass.device)).sum()
 
 
+#: Slices of a block whose voxels fit the least-squares starting point (spread through the block).
+_LSQ_SLICES = 8
+
+
+def least_squares_start(model: ContextModel, volume: np.ndarray, device: torch.device) -> None:
+    """Start every head at the least-squares linear predictor of its raw causal neighbours.
+
+    The output layer already has a linear skip from the raw neighbours, so the closed-form
+    least-squares fit over a few slices is a point the network can represent exactly: training
+    starts from it (mean from the fit, one scale from its residuals) instead of from noise, and
+    can only improve on it (the best validated weights are kept). Encoder-side only.
+    """
+    arch = model.arch
+    z = volume.shape[0]
+    picks = np.unique(np.linspace(min(1, z - 1), z - 1, min(_LSQ_SLICES, z)).round().astype(int))
+    stack = model_stack(volume, arch.k, device)[picks]
+    grey = torch.as_tensor(volume[picks], device=device).to(torch.float64)
+    current, previous = stack[:, 0].double(), stack[:, 1].double()
+    m = _MARGIN if min(volume.shape[1:]) > 4 * _MARGIN else 0
+    for p, output in enumerate(model.outputs):
+        assert isinstance(output, torch.nn.Linear)
+        raw = context.neighbour_features(current, previous, p)
+        raw = raw[:, :, m : raw.shape[2] - m, m : raw.shape[3] - m]
+        design = raw.permute(0, 2, 3, 1).reshape(-1, raw.shape[1])
+        design = torch.cat([design, torch.ones_like(design[:, :1])], dim=1)
+        target = (
+            (grey[:, m : grey.shape[1] - m, m : grey.shape[2] - m] - context.CENTER) / 2**context.INPUT_EXP
+        ).reshape(-1, 1)
+        coef = torch.linalg.lstsq(design.cpu(), target.cpu()).solution.to(device).squeeze(1)
+        residual = (target.squeeze(1) - design @ coef) * 2**context.INPUT_EXP  # grey levels
+        spread = residual.abs().mean() if arch.family == "laplace" else residual.std()
+        scale_index = SCALES_PER_OCTAVE * torch.log2(spread.clamp_min(0.25) / 0.25)
+        raw_start = output.in_features - raw.shape[1]
+        with torch.no_grad():
+            output.weight.zero_()
+            output.weight[0, raw_start:] = coef[:-1].to(output.weight.dtype)
+            output.bias[0] = coef[-1].to(output.bias.dtype)
+            output.bias[1] = scale_index.to(output.bias.dtype)
+
+
 def train_model(
     volume: np.ndarray,
     arch: Architecture,
@@ -113,6 +154,8 @@ def train_model(
     model = ContextModel(arch).to(device)
     if initial_state is not None:
         model.load_state_dict(initial_state)
+    else:
+        least_squares_start(model, volume, device)
     sampler = _Sampler(volume, arch.k, budget.crop, device, seed)
     validation = [sampler.batch(budget.batch) for _ in range(2)]
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.learning_rate)
