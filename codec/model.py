@@ -24,7 +24,7 @@ class Architecture:
     k: int = 2
     trunk_channels: int = 16
     trunk_layers: int = 3
-    head_hidden: int = 32
+    head_hidden: int = 16
     family: str = "laplace"
 
     def to_json(self) -> dict[str, object]:

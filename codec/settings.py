@@ -36,7 +36,7 @@ class Settings:
     k: int = 2
     channels: int = 16
     layers: int = 3
-    hidden: int = 32
+    hidden: int = 16
     family: str = "auto"
     effort: int = 2
     steps: int | None = None
