@@ -113,7 +113,7 @@ def least_squares_start(model: ContextModel, volume: np.ndarray, device: torch.d
     stack = model_stack(volume, arch.k, device)[picks]
     grey = torch.as_tensor(volume[picks], device=device).to(torch.float64)
     current, previous = stack[:, 0].double(), stack[:, 1].double()
-    m = _MARGIN if min(volume.shape[1:]) > 4 * _MARGIN else 0
+    m = context.PAD_X if min(volume.shape[1:]) > 4 * context.PAD_X else 0  # no zero padding in the fit
     for p, output in enumerate(model.outputs):
         assert isinstance(output, torch.nn.Linear)
         raw = context.neighbour_features(current, previous, p)
