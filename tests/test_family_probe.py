@@ -12,7 +12,7 @@ from codec.family_probe import choose_family, family_costs
 
 
 def _smooth_plus(noise: np.ndarray) -> np.ndarray:
-    z, h, w = noise.shape
+    _slices, h, w = noise.shape
     yy, xx = np.mgrid[0:h, 0:w]
     base = 120 + 40 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
     return np.clip(np.rint(base[None] + noise), 0, 255).astype(np.uint8)
