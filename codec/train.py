@@ -99,6 +99,17 @@ def _mean_bits(model: ContextModel, stack: torch.Tensor, grey: torch.Tensor, wei
 _LSQ_SLICES = 8
 
 
+def _ridge(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Least squares with a tiny ridge (float64 normal equations): unique and well scaled even
+    when the design is singular (constant regions, perfectly smooth ramps), where a plain
+    minimum-norm solve can return large cancelling weights that float32 training would blur."""
+    gram = design.T @ design
+    ridge = 1e-9 * torch.trace(gram) / gram.shape[0] + 1e-12
+    penalty = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device) * ridge
+    penalty[-1, -1] = 0.0  # the last column is the constant: its weight is not shrunk
+    return torch.linalg.solve(gram + penalty, design.T @ target)
+
+
 def least_squares_start(model: ContextModel, volume: np.ndarray, device: torch.device) -> None:
     """Start every head at the least-squares linear predictor of its raw causal neighbours.
 
@@ -123,7 +134,7 @@ def least_squares_start(model: ContextModel, volume: np.ndarray, device: torch.d
         target = (
             (grey[:, m : grey.shape[1] - m, m : grey.shape[2] - m] - context.CENTER) / 2**context.INPUT_EXP
         ).reshape(-1, 1)
-        coef = torch.linalg.lstsq(design.cpu(), target.cpu()).solution.to(device).squeeze(1)
+        coef = _ridge(design, target.squeeze(1))
         residual = (target.squeeze(1) - design @ coef) * 2**context.INPUT_EXP  # grey levels
         spread = residual.abs().mean() if arch.family == "laplace" else residual.std()
         scale_index = SCALES_PER_OCTAVE * torch.log2(spread.clamp_min(0.25) / 0.25)
