@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from codec.distributions import MEAN_FRACTION_BITS, N_SCALES, scale_numerators
+from codec.distributions import MEAN_FRACTION_BITS, scale_numerators
 
 #: Fixed-point precision of every table entry: masses are integers out of 2**FRACTION_BITS.
 FRACTION_BITS = 31
@@ -149,7 +149,7 @@ _BUILDERS = {"laplace": _laplace_rows, "gaussian": _gaussian_rows}
 
 @lru_cache(maxsize=2)
 def mass_table(family: str) -> np.ndarray:
-    """(N_SCALES * N_FRACTIONS * N_OFFSETS,) float64 integer masses, read-only.
+    """(scale indices * N_FRACTIONS * N_OFFSETS,) float64 integer masses, read-only.
 
     Row ``scale_index * N_FRACTIONS + fraction`` holds offsets OFFSET_MIN..OFFSET_MAX.
     """
@@ -172,4 +172,13 @@ def probabilities(family: str, mean16: np.ndarray, scale_index: np.ndarray) -> n
     return mass_table(family)[start[:, None] + np.arange(256, dtype=np.int64)]
 
 
-__all__ = ["FRACTION_BITS", "N_SCALES", "mass_table", "probabilities", "table_sha256"]
+__all__ = [
+    "FRACTION_BITS",
+    "N_FRACTIONS",
+    "N_OFFSETS",
+    "OFFSET_MAX",
+    "OFFSET_MIN",
+    "mass_table",
+    "probabilities",
+    "table_sha256",
+]
