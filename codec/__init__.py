@@ -6,7 +6,7 @@
 The codec is a pure library: it never imports prefect, globus_sdk or tensorstore.
 """
 
-from codec.api import ContainerInfo, EncodeResult, compress, decompress, encode, inspect
+from codec.api import ContainerInfo, EncodeResult, compress, decompress, decompress_many, encode, inspect
 from codec.container import FORMAT_VERSION
 from codec.errors import (
     CorruptDataError,
@@ -31,6 +31,7 @@ __all__ = [
     "UnsupportedVersionError",
     "compress",
     "decompress",
+    "decompress_many",
     "encode",
     "inspect",
 ]

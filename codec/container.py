@@ -1,10 +1,11 @@
-"""Container format v2 (reads v1 too): the bytes of one compressed block (specified in docs/format.md).
+"""Container format v3 (reads v1 and v2 too): the bytes of one compressed block (specified in docs/format.md).
 
 Layout, all integers little-endian::
 
     magic      8 bytes  89 45 4D 5A 0D 0A 1A 0A  ("\\x89EMZ\\r\\n\\x1a\\n")
-    version    u16      2 (1: same layout, learned streams coded with constriction's own
-                        quantized Laplace/Gaussian models instead of exact integer tables)
+    version    u16      3 (2: same layout, learned streams coded row pass by row pass through
+                        full 256-symbol integer tables; 1: as 2 with constriction's own
+                        quantized Laplace/Gaussian models)
     flags      u16      0 (reserved)
     sections   u32      number of sections that follow
     section*   tag (4 ASCII bytes), length u64, payload, CRC32(tag + payload) u32
@@ -25,10 +26,11 @@ from typing import Any
 from codec.errors import CorruptDataError, FormatError, TruncatedError, UnsupportedVersionError
 
 MAGIC = b"\x89EMZ\r\n\x1a\n"
-FORMAT_VERSION = 2
-#: Versions this reader decodes. They differ only in how learned streams turn model outputs
-#: into probabilities (see codec.entropy.CODER_BY_VERSION).
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Versions this reader decodes. v1 and v2 differ only in how learned streams turn model outputs
+#: into probabilities (see codec.entropy.CODER_BY_VERSION); v3 codes learned blocks in lattice
+#: groups with a float32-exact model and windowed probabilities (docs/format.md).
+READABLE_VERSIONS = (1, 2, 3)
 #: Codec ids stored in HEAD.
 CODEC_IDS = {"learned": 1, "jpegxl": 2, "lzma": 3}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}

@@ -11,8 +11,10 @@ from typing import Any
 from codec.distributions import FAMILIES
 from codec.errors import UnsupportedInputError
 
-#: Training steps per effort level (0: no learned model, classic fallback only).
-EFFORT_STEPS = {0: 0, 1: 300, 2: 1000, 3: 3000, 4: 8000}
+#: Training steps per effort level (0: no learned model, classic fallback only). Every level
+#: starts from the block's least-squares predictor (or the previous block's model); the
+#: default sits where bits against encode seconds flatten (bench/RESULTS.md, effort table).
+EFFORT_STEPS = {0: 0, 1: 10, 2: 60, 3: 300, 4: 1500}
 CODEC_CHOICES = ("auto", "learned", "jpegxl", "lzma")
 
 
@@ -34,9 +36,9 @@ class Settings:
     """
 
     k: int = 2
-    channels: int = 16
-    layers: int = 3
-    hidden: int = 16
+    channels: int = 8
+    layers: int = 2
+    hidden: int = 8
     family: str = "auto"
     effort: int = 2
     steps: int | None = None

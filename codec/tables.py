@@ -172,7 +172,80 @@ def probabilities(family: str, mean16: np.ndarray, scale_index: np.ndarray) -> n
     return mass_table(family)[start[:, None] + np.arange(256, dtype=np.int64)]
 
 
+#: Window widths of format v3, narrowest first: a voxel is coded inside a window of offsets
+#: [-W/2, W/2) around floor(mean), plus one escape entry for everything outside it.
+WINDOW_WIDTHS = (16, 32, 64, 128, 256)
+#: Relative cost of decoding an escaped voxel: it is coded again under a full 256-symbol row.
+ESCAPE_ROW_COST = 1024
+#: v3 window tables hold masses whose row sums stay below 2**24 (exact in float32).
+WINDOW_TOTAL_BITS = 24
+
+
+def _masses24(family: str) -> np.ndarray:
+    """(rows, N_OFFSETS) int64 masses, each row shifted right until its sum is below 2**24."""
+    masses = _BUILDERS[family]()
+    total = masses.sum(axis=1)
+    drop = np.zeros(total.shape, np.int64)
+    while True:
+        over = (total >> drop) >= (1 << WINDOW_TOTAL_BITS)
+        if not over.any():
+            break
+        drop = drop + over
+    shifted = masses >> drop[:, None]
+    while np.any(shifted.sum(axis=1) >= (1 << WINDOW_TOTAL_BITS)):  # pragma: no cover - floor sums
+        big = shifted.sum(axis=1) >= (1 << WINDOW_TOTAL_BITS)
+        shifted[big] >>= 1
+    return shifted
+
+
+@lru_cache(maxsize=2)
+def window_classes(family: str) -> np.ndarray:
+    """(N_SCALES,) index into WINDOW_WIDTHS of the window each scale index is coded in.
+
+    Escapes cost no bits (the escape entry carries exactly the mass outside the window, and
+    an escaped symbol is then coded under the outside masses alone), only time: the coder's
+    work grows with the row width, so each scale takes the width that minimizes the expected
+    row entries per voxel, (W + 1) + P(escape) * ESCAPE_ROW_COST, at its worst mean fraction.
+    Computed in integers from the exact tables: identical on every machine.
+    """
+    masses = _masses24(family)
+    total = masses.sum(axis=1)
+    costs = []
+    for width in WINDOW_WIDTHS:
+        half = width // 2
+        outside = total - masses[:, -OFFSET_MIN - half : -OFFSET_MIN + half].sum(axis=1)
+        per_row = (width + 1) * total + ESCAPE_ROW_COST * outside  # cost * total, exact
+        costs.append(per_row * ((1 << 26) // np.maximum(total, 1)))  # common scale per row
+    worst = np.stack(costs).reshape(len(WINDOW_WIDTHS), -1, N_FRACTIONS).max(axis=2)
+    per_scale = np.argmin(worst, axis=0).astype(np.int64)
+    per_scale.setflags(write=False)
+    return per_scale
+
+
+@lru_cache(maxsize=10)
+def window_table(family: str, width: int) -> np.ndarray:
+    """(N_SCALES * N_FRACTIONS, width + 1) float32: masses of offsets [-width/2, width/2) from
+    floor(mean), then the escape entry (the mass outside, at least 1). Exact integers."""
+    masses = _masses24(family)
+    half = width // 2
+    inside = masses[:, -OFFSET_MIN - half : -OFFSET_MIN + half]
+    escape = np.maximum(masses.sum(axis=1) - inside.sum(axis=1), 1)
+    table = np.concatenate([inside, escape[:, None]], axis=1).astype(np.float32)
+    table.setflags(write=False)
+    return table
+
+
+def window_sha256(family: str) -> str:
+    """Fingerprint of a family's v3 window classes and tables (pinned by the tests)."""
+    digest = hashlib.sha256(window_classes(family).astype("<i8").tobytes())
+    for width in WINDOW_WIDTHS:
+        digest.update(window_table(family, width).astype("<f4").tobytes())
+    return digest.hexdigest()
+
+
 __all__ = [
+    "ESCAPE_ROW_COST",
+    "WINDOW_WIDTHS",
     "FRACTION_BITS",
     "N_FRACTIONS",
     "N_OFFSETS",
@@ -181,4 +254,7 @@ __all__ = [
     "mass_table",
     "probabilities",
     "table_sha256",
+    "window_classes",
+    "window_sha256",
+    "window_table",
 ]

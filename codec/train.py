@@ -1,4 +1,4 @@
-"""Train a context model on one block: seeded, budgeted, with early stopping.
+"""Train a lattice context model (format v3) on one block: seeded, budgeted, early stopping.
 
 Training sees random crops of random slices (teacher forcing: every causal neighbour is the
 true voxel, exactly what the decoder will have). A fixed, seeded validation set of crops picks
@@ -15,21 +15,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import context
+from codec import lattice
 from codec.distributions import SCALES_PER_OCTAVE
-from codec.model import Architecture, ContextModel
+from codec.model import Architecture
+from codec.network import INPUT_EXP, LatticeModel
+from codec.network import model_stack as _network_stack
 
 #: Voxels this close to a crop's edge see zero padding that the full slice would not have.
-_MARGIN = 3
+_MARGIN = lattice.PAD
 
 
 @dataclass(frozen=True)
 class TrainBudget:
     """How much training a block gets."""
 
-    steps: int = 1500
-    batch: int = 8
-    crop: int = 64
+    steps: int = 300
+    batch: int = 4
+    crop: int = 48
     learning_rate: float = 3e-3
     eval_every: int = 100
     patience: int = 4
@@ -49,9 +51,7 @@ class TrainReport:
 
 def model_stack(volume: np.ndarray, k: int, device: torch.device) -> torch.Tensor:
     """(Z, 1 + k, H, W) float32 model input for a uint8 block: each slice and its predecessors."""
-    centred = torch.as_tensor(volume, device=device).to(torch.float32) - context.CENTER
-    scaled = centred / (2**context.INPUT_EXP)
-    return torch.cat([scaled.unsqueeze(1), context.previous_slices(scaled, k)], dim=1)
+    return _network_stack(torch.as_tensor(volume, device=device), k)
 
 
 class _Sampler:
@@ -82,21 +82,19 @@ class _Sampler:
         return torch.stack(stacks), torch.stack(greys), self.weight
 
 
-#: Share of a row's voxels that each pass codes: weights each head's loss so that the mean is
-#: the expected bits per voxel of the real coding order.
-_PASS_SHARE = torch.tensor([1.0 / period for period, _ in context.PASSES])
-
-
-def _mean_bits(model: ContextModel, stack: torch.Tensor, grey: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Expected bits per voxel: every head predicts every voxel (more signal per step), and the
-    heads are weighted by the share of voxels they code."""
-    bits = model.bits(stack, grey)  # (N, passes, H, W)
-    per_pass = (bits * weight).sum(dim=(0, 2, 3)) / (weight.sum() * bits.shape[0])
-    return (per_pass * _PASS_SHARE.to(per_pass.device)).sum()
+def _mean_bits(model: LatticeModel, stack: torch.Tensor, grey: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Bits per voxel of the crops as the coder would spend them: each voxel under its own
+    group's head (voxels near a crop's edge, which see padding the slice lacks, excluded)."""
+    total = stack.new_zeros(())
+    for g, bits in enumerate(model.bits(stack, grey)):
+        total = total + (bits * lattice.gather(weight, g)).sum()
+    return total / (weight.sum() * stack.shape[0])
 
 
 #: Slices of a block whose voxels fit the least-squares starting point (spread through the block).
 _LSQ_SLICES = 8
+#: Voxels (per head) the least-squares start fits at most.
+_LSQ_VOXELS = 65_536
 
 
 def _ridge(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -110,7 +108,7 @@ def _ridge(design: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(gram + penalty, design.T @ target)
 
 
-def least_squares_start(model: ContextModel, volume: np.ndarray, device: torch.device) -> None:
+def least_squares_start(model: LatticeModel, volume: np.ndarray, device: torch.device) -> None:
     """Start every head at the least-squares linear predictor of its raw causal neighbours.
 
     The output layer already has a linear skip from the raw neighbours, so the closed-form
@@ -120,22 +118,29 @@ def least_squares_start(model: ContextModel, volume: np.ndarray, device: torch.d
     """
     arch = model.arch
     z = volume.shape[0]
+    rng = np.random.default_rng(0)
     picks = np.unique(np.linspace(min(1, z - 1), z - 1, min(_LSQ_SLICES, z)).round().astype(int))
     stack = model_stack(volume, arch.k, device)[picks]
     grey = torch.as_tensor(volume[picks], device=device).to(torch.float64)
-    current, previous = stack[:, 0].double(), stack[:, 1].double()
-    m = context.PAD_X if min(volume.shape[1:]) > 4 * context.PAD_X else 0  # no zero padding in the fit
-    for p, output in enumerate(model.outputs):
+    h, w = volume.shape[1:]
+    planes = lattice.pad(stack[:, [1, 0]].double())
+    m = lattice.PAD if min(h, w) > 4 * lattice.PAD else 0  # no zero padding in the fit
+    inside = torch.zeros((h, w), dtype=torch.bool, device=device)
+    inside[m : h - m, m : w - m] = True
+    for g, output in enumerate(model.outputs):
         assert isinstance(output, torch.nn.Linear)
-        raw = context.neighbour_features(current, previous, p)
-        raw = raw[:, :, m : raw.shape[2] - m, m : raw.shape[3] - m]
-        design = raw.permute(0, 2, 3, 1).reshape(-1, raw.shape[1])
+        keep = lattice.gather(inside, g)
+        raw = lattice.neighbours_at_group(planes, g, h, w)[:, :, keep]  # (N, R, n)
+        design = raw.transpose(1, 2).reshape(-1, raw.shape[1])
+        target = ((lattice.gather(grey, g)[:, keep] - lattice.CENTER) / 2**INPUT_EXP).reshape(-1, 1)
+        if design.shape[0] > _LSQ_VOXELS:  # a seeded sample fits as well and far faster
+            rows = torch.as_tensor(rng.choice(design.shape[0], _LSQ_VOXELS, replace=False), device=device)
+            design, target = design[rows], target[rows]
+        if design.shape[0] < 4 * (design.shape[1] + 1):
+            continue  # too few voxels to fit (a tiny block): keep the default start
         design = torch.cat([design, torch.ones_like(design[:, :1])], dim=1)
-        target = (
-            (grey[:, m : grey.shape[1] - m, m : grey.shape[2] - m] - context.CENTER) / 2**context.INPUT_EXP
-        ).reshape(-1, 1)
         coef = _ridge(design, target.squeeze(1))
-        residual = (target.squeeze(1) - design @ coef) * 2**context.INPUT_EXP  # grey levels
+        residual = (target.squeeze(1) - design @ coef) * 2**INPUT_EXP  # grey levels
         spread = residual.abs().mean() if arch.family == "laplace" else residual.std()
         scale_index = SCALES_PER_OCTAVE * torch.log2(spread.clamp_min(0.25) / 0.25)
         raw_start = output.in_features - raw.shape[1]
@@ -154,15 +159,15 @@ def train_model(
     seed: int,
     initial_state: dict[str, torch.Tensor] | None = None,
     progress: Callable[[int, float], None] | None = None,
-) -> tuple[ContextModel, TrainReport]:
-    """Fit a :class:`ContextModel` to ``volume`` (uint8, (Z, H, W)) and return the best one.
+) -> tuple[LatticeModel, TrainReport]:
+    """Fit a :class:`LatticeModel` to ``volume`` (uint8, (Z, H, W)) and return the best one.
 
     Deterministic for a given seed and device. ``initial_state`` warm-starts from an earlier
     block's model (free on the encoder side: only the final weights travel).
     """
     start = time.monotonic()
     torch.manual_seed(seed)
-    model = ContextModel(arch).to(device)
+    model = LatticeModel(arch).to(device)
     if initial_state is not None:
         model.load_state_dict(initial_state)
     else:

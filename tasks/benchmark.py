@@ -112,7 +112,7 @@ class CodecTotals:
 
 @dataclass
 class BlockAnalysis:
-    """emzip's view of one block: codec path, bits, per-slice and per-pass rates."""
+    """emzip's view of one block: codec path, bits, per-slice and per-group rates."""
 
     origin: tuple[int, int, int]
     shape: tuple[int, int, int]
@@ -120,7 +120,7 @@ class BlockAnalysis:
     reason: str
     bits_per_voxel: float
     bits_per_slice: list[float] | None = None
-    bits_per_pass: list[float] | None = None
+    bits_per_group: list[float] | None = None
 
 
 @dataclass
@@ -183,7 +183,7 @@ def run_volume(
         if encoded.codec == "learned":
             voxels = analyse_learned(encoded.data, block)
             analysis.bits_per_slice = voxels.bits_per_slice()
-            analysis.bits_per_pass = voxels.bits_per_pass()
+            analysis.bits_per_group = voxels.bits_per_group()
             if result.figure_block is None:
                 result.figure_block = (block, encoded.data)
         result.blocks.append(analysis)

@@ -42,7 +42,7 @@ def test_bench_command_writes_table_results_and_figure(
     assert (tmp_path / "bitrates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_learned_block_gives_per_slice_and_per_pass_rates_and_prediction_figure(small: Path, tmp_path: Path) -> None:
+def test_learned_block_gives_per_slice_and_per_group_rates_and_prediction_figure(small: Path, tmp_path: Path) -> None:
     volume = np.load(small)
     result = run_volume(
         "small", volume, Settings(steps=30, codec="learned", verify=False), (8, 64, 72), say=lambda _: None
@@ -50,7 +50,7 @@ def test_learned_block_gives_per_slice_and_per_pass_rates_and_prediction_figure(
     [block] = result.blocks
     assert block.codec == "learned"
     assert block.bits_per_slice is not None and len(block.bits_per_slice) == 8
-    assert block.bits_per_pass is not None and len(block.bits_per_pass) == 3
+    assert block.bits_per_group is not None and len(block.bits_per_group) == 5
     # The ideal code lengths add up to the coded streams (weights and header excluded).
     assert np.mean(block.bits_per_slice) < block.bits_per_voxel
     assert result.figure_block is not None

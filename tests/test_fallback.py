@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from codec import api, decompress, encode, learned
+from codec import api, decompress, encode, lattice_codec
 from tests.conftest import FAST
 
 
@@ -48,14 +48,14 @@ def test_learned_stream_larger_than_classic_is_not_used(monkeypatch: pytest.Monk
 
 
 def test_failed_verification_never_ships_learned_bytes(monkeypatch: pytest.MonkeyPatch, em_block: np.ndarray) -> None:
-    original = learned.decode_block
+    original = lattice_codec.decode_blocks
 
-    def corrupting(*args: object, **kwargs: object) -> np.ndarray:
+    def corrupting(*args: object, **kwargs: object) -> list[np.ndarray]:
         out = original(*args, **kwargs)  # type: ignore[arg-type]
-        out[0, 0, 0] ^= 1
+        out[0][0, 0, 0] ^= 1
         return out
 
-    monkeypatch.setattr(learned, "decode_block", corrupting)
+    monkeypatch.setattr(lattice_codec, "decode_blocks", corrupting)
     result = encode(em_block, codec="learned", **FAST)
     assert result.codec == "jpegxl"
     assert result.reason == "learned container failed verification"

@@ -56,3 +56,22 @@ def test_probabilities_pick_the_row_and_window() -> None:
     # mean 100.5 exactly: symbols 100 and 101 are equally likely (to the last fixed-point unit).
     half = tables.probabilities("laplace", np.array([100 * 16 + 8]), np.array([30]))[0]
     assert abs(half[100] - half[101]) <= 1
+
+
+#: sha256 of each family's v3 window classes and window tables (float32 exact integers).
+PINNED_WINDOWS = {
+    "gaussian": "c174bda2e4404866145dee757c099ca91177e1bc7526d4ba551cf301c598831c",
+    "laplace": "7a60991bf2c734d3990563f0cb3565fa1a859e4203e284056051d256e0ea7401",
+}
+
+
+@pytest.mark.parametrize("family", sorted(PINNED_WINDOWS))
+def test_window_tables_are_pinned_exact_and_widen_with_scale(family: str) -> None:
+    assert tables.window_sha256(family) == PINNED_WINDOWS[family]
+    classes = tables.window_classes(family)
+    assert np.all(np.diff(classes) >= 0), "wider distributions never take narrower windows"
+    for width in tables.WINDOW_WIDTHS:
+        table = tables.window_table(family, width)
+        assert table.dtype == np.float32 and np.all(table == np.floor(table))
+        assert np.all(table.astype(np.float64).sum(axis=1) < 2**24)  # every row sum exact in float32
+        assert np.all(table[:, -1] >= 1)  # an escape is always codable
