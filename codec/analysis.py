@@ -88,6 +88,4 @@ def analyse_learned(data: bytes, volume: np.ndarray) -> VoxelAnalysis:
     group_of_voxel = np.zeros(h * w, np.int64)
     for g in range(len(lattice.GROUPS)):
         group_of_voxel[lattice.flat_positions(g, h, w).numpy()] = g
-    return VoxelAnalysis(
-        np.clip(mean, SYMBOL_MIN, SYMBOL_MAX), bits, group_of_voxel.reshape(h, w), arch.family, scale
-    )
+    return VoxelAnalysis(np.clip(mean, SYMBOL_MIN, SYMBOL_MAX), bits, group_of_voxel.reshape(h, w), arch.family, scale)

@@ -1,4 +1,4 @@
-"""Which already-coded voxels each prediction may look at (the causal context).
+"""The v1/v2 coding order (row passes), kept for decoding those containers; v3 uses codec.lattice.
 
 Coding order inside a block: slice by slice (z ascending); inside a slice row by row (y
 ascending); inside a row three passes over interleaved columns (see :data:`PASSES`). Every
@@ -13,8 +13,6 @@ the two cannot disagree about what a voxel sees.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 #: The passes of a row, in coding order, as (period, residue): pass p codes the columns x with
 #: x % period == residue. Pass 0 codes every 4th column from the rows above alone; pass 1 the
@@ -69,42 +67,6 @@ def head_input_width(pass_index: int, trunk_channels: int) -> int:
     return trunk_channels + len(PREV_OFFSETS) + len(pass_offsets(pass_index))
 
 
-def previous_slices(volume: torch.Tensor, k: int) -> torch.Tensor:
-    """Stack the ``k`` previous slices of every slice as channels.
-
-    ``volume`` is (Z, H, W) of centred values; the result is (Z, k, H, W), channel j holding
-    slice z-1-j, zero (mid grey) where that slice does not exist.
-    """
-    z, h, w = volume.shape
-    out = volume.new_zeros((z, k, h, w))
-    for j in range(k):
-        shift = j + 1
-        if shift < z:
-            out[shift:, j] = volume[: z - shift]
-    return out
-
-
-def _shifted(plane: torch.Tensor, offsets: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """For (N, H, W) ``plane``, (N, len(offsets), H, W) with channel i = plane[y+dy, x+dx]."""
-    _n, h, w = plane.shape
-    padded = F.pad(plane, (PAD_X, PAD_X, PAD_Y, PAD_Y))
-    chans = [padded[:, PAD_Y + dy : PAD_Y + dy + h, PAD_X + dx : PAD_X + dx + w] for dy, dx in offsets]
-    return torch.stack(chans, dim=1)
-
-
-def neighbour_features(current: torch.Tensor, previous: torch.Tensor, pass_index: int) -> torch.Tensor:
-    """Raw causal neighbours of every voxel, as if it belonged to ``pass_index``.
-
-    ``current`` and ``previous`` are (N, H, W) centred slices (the slice being coded and the one
-    before it). Returns (N, F, H, W): previous-slice neighbourhood then in-slice neighbours. Only
-    the voxels whose column parity matches ``pass_index`` may use the result: for them every
-    referenced voxel is already decoded.
-    """
-    prev = _shifted(previous, PREV_OFFSETS)
-    cur = _shifted(current, pass_offsets(pass_index))
-    return torch.cat([prev, cur], dim=1)
-
-
 def padded_plane(height: int, width: int) -> np.ndarray:
     """An all-zero (mid grey) decoding buffer for one slice with room for every offset."""
     return np.zeros((height + 2 * PAD_Y, width + 2 * PAD_X), dtype=np.float64)
@@ -113,7 +75,7 @@ def padded_plane(height: int, width: int) -> np.ndarray:
 def row_neighbour_features(
     current_padded: np.ndarray, previous_padded: np.ndarray, row: int, pass_index: int
 ) -> np.ndarray:
-    """The same features as :func:`neighbour_features` for one row pass, from padded buffers.
+    """The raw causal neighbours (previous-slice window, then in-slice offsets) of one row pass.
 
     Returns (n_columns_in_pass, F). Voxels not yet decoded are zero in ``current_padded``; by
     construction of the offsets none of them is read.

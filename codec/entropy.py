@@ -10,7 +10,8 @@ every voxel's mean and scale before the group's first symbol, so each step is on
 Per voxel the model gives an integer mean on a 1/16 grid and a scale index. Format v2 turns
 them into probabilities through the exact integer tables of :mod:`codec.tables` (no exp, no
 erf anywhere: bit-identical on every machine) and codes with constriction's categorical model,
-which normalizes with plain IEEE arithmetic. Format v1 handed mean and scale to constriction's
+which normalizes with plain IEEE arithmetic (its encoder is retired; v2 streams still decode,
+and its full rows code v3's escapes). Format v1 handed mean and scale to constriction's
 quantized Laplace/Gaussian models, whose CDFs call the platform's libm; it is kept so that v1
 containers still decode, and is never written.
 """
@@ -28,8 +29,6 @@ from codec.errors import CorruptDataError
 
 #: How each container version turns (mean, scale index) into probabilities.
 CODER_BY_VERSION = {1: "libm", 2: "tables", 3: "windows"}
-#: Voxels whose probability rows are built at once when encoding (bounds memory: 2 KiB each).
-_ENCODE_CHUNK = 16_384
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 _LIBM_MODELS = {
     "gaussian": constriction.stream.model.QuantizedGaussian(SYMBOL_MIN, SYMBOL_MAX),
@@ -41,19 +40,6 @@ def _libm_parameters(mean16: np.ndarray, scale_index: np.ndarray) -> tuple[np.nd
     means = np.ascontiguousarray(mean16, dtype=np.float64) / float(1 << MEAN_FRACTION_BITS)
     scales = scale_table()[np.asarray(scale_index, dtype=np.int64)]
     return means, np.ascontiguousarray(scales)
-
-
-def encode_symbols(family: str, symbols: np.ndarray, mean16: np.ndarray, scale_index: np.ndarray) -> np.ndarray:
-    """Code ``symbols`` (in decoding order) into one ANS stream of little 32-bit words (v2)."""
-    coder = constriction.stream.stack.AnsCoder()
-    symbols = np.ascontiguousarray(symbols, dtype=np.int32)
-    # ANS is a stack: push the last chunk first so that decoding pops them in order.
-    starts = list(range(0, symbols.size, _ENCODE_CHUNK))
-    for start in reversed(starts):
-        stop = start + _ENCODE_CHUNK
-        probs = tables.probabilities(family, mean16[start:stop], scale_index[start:stop])
-        coder.encode_reverse(symbols[start:stop], _CATEGORICAL, probs)
-    return np.asarray(coder.get_compressed(), dtype=np.uint32)
 
 
 class StreamDecoder:
@@ -104,8 +90,10 @@ def _group_plan(family: str, mean16: np.ndarray, scale_index: np.ndarray) -> tup
     mean16 = np.asarray(mean16, dtype=np.int64)
     scale_index = np.asarray(scale_index, dtype=np.int64)
     if mean16.size and (
-        mean16.min() < 0 or mean16.max() > (SYMBOL_MAX << MEAN_FRACTION_BITS)
-        or scale_index.min() < 0 or scale_index.max() >= N_SCALES
+        mean16.min() < 0
+        or mean16.max() > (SYMBOL_MAX << MEAN_FRACTION_BITS)
+        or scale_index.min() < 0
+        or scale_index.max() >= N_SCALES
     ):
         raise CorruptDataError("model produced parameters outside the coding grids")
     classes = tables.window_classes(family)[scale_index]
@@ -120,7 +108,9 @@ def _group_plan(family: str, mean16: np.ndarray, scale_index: np.ndarray) -> tup
     return start, widths, calls
 
 
-def _escape_rows(family: str, mean16: np.ndarray, scale_index: np.ndarray, start: np.ndarray, widths: np.ndarray) -> np.ndarray:
+def _escape_rows(
+    family: str, mean16: np.ndarray, scale_index: np.ndarray, start: np.ndarray, widths: np.ndarray
+) -> np.ndarray:
     """Full 256-symbol rows with each voxel's window zeroed: an escaped symbol lies outside it."""
     probs = np.maximum(tables.probabilities(family, mean16, scale_index), 1.0)  # no all-zero row
     symbols = np.arange(SYMBOL_MAX + 1, dtype=np.int64)

@@ -78,9 +78,7 @@ def check_bounds(layer: ExactLayer, input_max: np.ndarray, name: str) -> None:
     worst = accumulator_bounds(layer, input_max)
     if np.any(worst >= ACCUMULATOR_LIMIT):
         o = int(np.argmax(worst))
-        raise BoundError(
-            f"{name}: output {o} can accumulate {int(worst[o])} >= 2**24; float32 would not be exact"
-        )
+        raise BoundError(f"{name}: output {o} can accumulate {int(worst[o])} >= 2**24; float32 would not be exact")
 
 
 def output_max(layer: ExactLayer) -> np.ndarray:

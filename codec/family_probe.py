@@ -27,7 +27,7 @@ _NEIGHBOURS = (
     (1, -1, 0),
     (1, 0, -1),
 )
-_SAMPLES = 100_000
+_SAMPLES = 40_000
 _ACTIVITY_GROUPS = 16
 _SCALE_FACTORS = np.linspace(0.7, 1.4, 15)
 

@@ -15,8 +15,8 @@ vectorized model call and one entropy-coder call, whatever the slice's size::
 A group is a union of rectangular sub-lattices (start y, start x; step sy, sx), visited
 sub-lattice after sub-lattice, row-major: that is the order of its voxels in the stream. Every
 offset below is defined once here and turned into flat gather indices that the trainer, the
-encoder and the decoder all use, so they cannot disagree about what a voxel sees. A test checks that no offset reaches a voxel that is
-not decoded yet.
+encoder and the decoder all use, so they cannot disagree about what a voxel sees. A test checks
+that no offset reaches a voxel that is not decoded yet.
 """
 
 from __future__ import annotations

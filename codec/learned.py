@@ -1,9 +1,10 @@
-"""Learned coding of one uint8 block with a frozen :class:`IntegerModel`.
+"""Per-slice stream framing (all versions) and the v1/v2 learned decoder (decoding only).
 
-The encoder knows every voxel, so it evaluates the model on the whole block at once; the
-decoder marches slice by slice and row pass by row pass, computing exactly the same integers
-from exactly the same inputs (see :mod:`codec.context`). One ANS stream per slice, each with
-the CRC32 of the slice it decodes to, so a mismatch is reported at the slice where it happens.
+Every learned container holds one ANS stream per slice with the CRC32 of the slice it decodes
+to, so a mismatch is reported at the slice where it happens. v1/v2 blocks were coded slice by
+slice and row pass by row pass (:mod:`codec.context`) with an :class:`IntegerModel`; their
+encoder is retired (v3 replaced it, :mod:`codec.lattice_codec`), their decoder stays so that
+containers facilities already hold still decode.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ import numpy as np
 import torch
 
 from codec import context
-from codec.entropy import StreamDecoder, encode_symbols
+from codec.entropy import StreamDecoder
 from codec.errors import CorruptDataError
 from codec.quantize import IntegerModel
-
-#: Slices evaluated together by the encoder (bounds its memory: ~60 MB per 256x256 slice).
-_ENCODE_CHUNK = 4
 
 
 @dataclass(frozen=True)
@@ -31,54 +29,6 @@ class SliceStream:
 
     words: np.ndarray  # uint32
     crc32: int
-
-
-def block_parameters(
-    model: IntegerModel, volume: np.ndarray, device: torch.device | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Integer (mean16, scale index) of every voxel, each (Z, H, W) int64, in one sweep."""
-    device = device or torch.device("cpu")
-    z, h, w = volume.shape
-    centred = torch.as_tensor(volume.astype(np.int64) - context.CENTER, device=device).to(torch.float64)
-    previous = context.previous_slices(centred, model.arch.k)
-    mean16 = np.empty((z, h, w), np.int64)
-    scale_index = np.empty((z, h, w), np.int64)
-    for start in range(0, z, _ENCODE_CHUNK):
-        stop = min(start + _ENCODE_CHUNK, z)
-        features = model.trunk_features(previous[start:stop])
-        for p in range(len(context.PASSES)):
-            cols = torch.as_tensor(context.pass_columns(w, p), device=device)
-            raw = context.neighbour_features(centred[start:stop], previous[start:stop, 0], p)
-            x = torch.cat([features, raw], dim=1)[..., cols]  # (N, F, H, Wp)
-            flat = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).cpu().numpy()
-            m, s = model.head(flat, p)
-            shape = (stop - start, h, len(cols))
-            mean16[start:stop, :, cols.cpu().numpy()] = m.reshape(shape)
-            scale_index[start:stop, :, cols.cpu().numpy()] = s.reshape(shape)
-    return mean16, scale_index
-
-
-def _decoding_order(plane: np.ndarray) -> np.ndarray:
-    """A (H, W) plane flattened as the decoder visits it: per row, pass after pass."""
-    width = plane.shape[1]
-    return np.concatenate(
-        [plane[:, context.pass_columns(width, p)] for p in range(len(context.PASSES))], axis=1
-    ).ravel()
-
-
-def encode_block(model: IntegerModel, volume: np.ndarray, device: torch.device | None = None) -> list[SliceStream]:
-    """Code a uint8 (Z, H, W) block into one stream per slice."""
-    mean16, scale_index = block_parameters(model, volume, device)
-    streams = []
-    for z in range(volume.shape[0]):
-        words = encode_symbols(
-            model.arch.family,
-            _decoding_order(volume[z]),
-            _decoding_order(mean16[z]),
-            _decoding_order(scale_index[z]),
-        )
-        streams.append(SliceStream(words, zlib.crc32(volume[z].tobytes())))
-    return streams
 
 
 def decode_block(

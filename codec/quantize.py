@@ -1,4 +1,7 @@
-"""Freeze a trained float model into exact integer arithmetic, and run it.
+"""The integer model of format v1/v2 containers, as their decoder runs it (decoding only).
+
+Format v3 models live in :mod:`codec.frozen`; this module is kept so that v1 and v2 containers,
+which facilities already hold, still decode (their golden files are decoded in every test run).
 
 Every layer becomes integer weights (at most ``WEIGHT_BITS`` bits), an integer bias, and a
 per-output-channel power-of-two rescale with rounding and clamping done in int64. Matrix
@@ -9,18 +12,16 @@ convolution is an explicit im2col + matmul, so no Winograd or FFT algorithm is e
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from codec import context
 from codec.distributions import MEAN_FRACTION_BITS, N_SCALES
 from codec.errors import CorruptDataError
-from codec.model import Architecture, ContextModel
+from codec.model import Architecture
 
 #: Trunk convolutions and the heads' hidden layers keep 8-bit weights (12 bits measured no better
 #: on real blocks, while the weights travel in every container: 12 -> 8 bits saved 1 KB a block
@@ -178,127 +179,3 @@ def _requantize_torch(acc: torch.Tensor, layer: IntegerLayer, dim: int) -> torch
     lo = torch.as_tensor(layer.lo, device=acc.device).reshape(shape)
     hi = torch.as_tensor(layer.hi, device=acc.device).reshape(shape)
     return torch.maximum(torch.minimum(out, hi), lo)
-
-
-# -- quantization ------------------------------------------------------------------------------
-def _exponent_for(max_abs: np.ndarray, limit: int) -> np.ndarray:
-    """Largest e with max_abs * 2**e <= limit, clipped to a safe range.
-
-    Where max_abs is 0 (a channel that never fired, a weight row of zeros) the largest
-    exponent of the others is used, so that the channel cannot inflate a consumer's weights.
-    """
-    alive = max_abs > 0
-    e = np.floor(np.log2(limit / np.where(alive, max_abs, 1.0)))
-    e = np.where(alive, e, e[alive].max() if alive.any() else 0)
-    return np.clip(e, -_EXP_LIMIT // 2, _EXP_LIMIT // 2).astype(np.int64)
-
-
-def _quantize_layer(
-    weight: np.ndarray,
-    bias: np.ndarray,
-    in_exp: np.ndarray,
-    out_exp: np.ndarray | None,
-    lo: np.ndarray,
-    hi: np.ndarray,
-) -> IntegerLayer:
-    """Quantize one layer whose inputs are integers x with real value x * 2**-in_exp[i].
-
-    ``out_exp`` gives the integer grid of each output (real * 2**out_exp), for ReLU layers from
-    calibration, for output layers from the coding grids.
-    """
-    in_scale = np.power(2.0, -in_exp.astype(np.float64))
-    folded = weight * in_scale.reshape((1, -1) + (1,) * (weight.ndim - 2))
-    max_abs = np.abs(folded.reshape(folded.shape[0], -1)).max(axis=1)
-    limit = _weight_limit(weight.shape)
-    # The bias must fit its int32 field at the same scale as the weights.
-    w_exp = np.minimum(_exponent_for(max_abs, limit), _exponent_for(np.abs(bias), 2**31 - 1))
-    scale = np.power(2.0, w_exp.astype(np.float64)).reshape((-1,) + (1,) * (weight.ndim - 1))
-    w_int = np.clip(np.rint(folded * scale), -limit, limit).astype(np.int16 if limit > 127 else np.int8)
-    b_int = np.clip(np.rint(bias * np.power(2.0, w_exp)), -(2**31), 2**31 - 1).astype(np.int32)
-    assert out_exp is not None
-    shift = np.clip(w_exp - out_exp, -_EXP_LIMIT, _EXP_LIMIT).astype(np.int8)
-    return IntegerLayer(w_int, b_int, shift, lo, hi)
-
-
-def _calibrate(model: ContextModel, stack: torch.Tensor) -> list[np.ndarray]:
-    """Per-channel maxima of every ReLU output, in layer order (trunk, head 0, head 1)."""
-    maxima: list[np.ndarray] = []
-    hooks = []
-
-    def recorder(channel_dim: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def record(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-            dims = [d for d in range(out.dim()) if d != channel_dim % out.dim()]
-            maxima.append(out.detach().amax(dim=dims).cpu().numpy().astype(np.float64))
-
-        return record
-
-    for module in model.trunk:
-        if isinstance(module, nn.ReLU):
-            hooks.append(module.register_forward_hook(recorder(1)))
-    for head in model.heads:
-        for module in head.children():
-            if isinstance(module, nn.ReLU):
-                hooks.append(module.register_forward_hook(recorder(-1)))
-    try:
-        with torch.no_grad():
-            model(stack)
-    finally:
-        for h in hooks:
-            h.remove()
-    return maxima
-
-
-def quantize_model(model: ContextModel, calibration_stack: torch.Tensor) -> IntegerModel:
-    """Turn a trained float model into an :class:`IntegerModel` (post-training quantization)."""
-    arch = model.arch
-    maxima = _calibrate(model, calibration_stack)
-    act_exp = [_exponent_for(m * 1.25, _ACTIVATION_MAX) for m in maxima]
-    bounds = _output_bounds(arch)
-    layers: list[IntegerLayer] = []
-    in_exp = np.full(arch.k, context.INPUT_EXP, np.int64)
-    convs = [m for m in model.trunk if isinstance(m, nn.Conv2d)]
-    for i, conv in enumerate(convs):
-        assert conv.bias is not None
-        lo, hi = bounds[len(layers)]
-        layers.append(
-            _quantize_layer(
-                conv.weight.detach().cpu().double().numpy(),
-                conv.bias.detach().cpu().double().numpy(),
-                in_exp,
-                act_exp[i],
-                lo,
-                hi,
-            )
-        )
-        in_exp = act_exp[i]
-    trunk_exp = in_exp
-    n_trunk = len(convs)
-    for p, (head, output) in enumerate(zip(model.heads, model.outputs, strict=False)):
-        linears = [m for m in head.children() if isinstance(m, nn.Linear)]
-        assert isinstance(output, nn.Linear)
-        raw_exp = np.full(len(context.PREV_OFFSETS) + len(context.pass_offsets(p)), context.INPUT_EXP, np.int64)
-        head_in = np.concatenate([trunk_exp, raw_exp])
-        e_in = head_in
-        for j, lin in enumerate(linears):
-            lo, hi = bounds[len(layers)]
-            e_out = act_exp[n_trunk + 2 * p + j]
-            layers.append(
-                _quantize_layer(
-                    lin.weight.detach().cpu().double().numpy(),
-                    lin.bias.detach().cpu().double().numpy(),
-                    e_in,
-                    e_out,
-                    lo,
-                    hi,
-                )
-            )
-            e_in = e_out
-        lo, hi = bounds[len(layers)]
-        # Output 0 is the centred mean / 2**INPUT_EXP, coded as grey * 2**MEAN_FRACTION_BITS;
-        # output 1 is the scale index itself.
-        w = output.weight.detach().cpu().double().numpy()
-        b = output.bias.detach().cpu().double().numpy().copy()
-        b[0] += context.CENTER / 2**context.INPUT_EXP  # fold the centring into the bias
-        out_exp = np.array([context.INPUT_EXP + MEAN_FRACTION_BITS, 0], np.int64)
-        layers.append(_quantize_layer(w, b, np.concatenate([e_in, head_in]), out_exp, lo, hi))
-    return IntegerModel(arch, layers)

@@ -245,12 +245,12 @@ def window_sha256(family: str) -> str:
 
 __all__ = [
     "ESCAPE_ROW_COST",
-    "WINDOW_WIDTHS",
     "FRACTION_BITS",
     "N_FRACTIONS",
     "N_OFFSETS",
     "OFFSET_MAX",
     "OFFSET_MIN",
+    "WINDOW_WIDTHS",
     "mass_table",
     "probabilities",
     "table_sha256",

@@ -51,7 +51,7 @@ class TrainReport:
 
 def model_stack(volume: np.ndarray, k: int, device: torch.device) -> torch.Tensor:
     """(Z, 1 + k, H, W) float32 model input for a uint8 block: each slice and its predecessors."""
-    return _network_stack(torch.as_tensor(volume, device=device), k)
+    return _network_stack(torch.tensor(np.ascontiguousarray(volume), device=device), k)
 
 
 class _Sampler:

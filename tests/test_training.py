@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from codec import lattice
-
 from codec.model import Architecture
 from codec.network import LatticeModel
 from codec.train import TrainBudget, _mean_bits, _Sampler, least_squares_start, model_stack, train_model
