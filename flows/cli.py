@@ -91,10 +91,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _quiet_prefect() -> None:
-    """No usage telemetry from the local server (its heartbeat also races the SQLite database)."""
+    """No usage telemetry from the local server (its heartbeat also races the SQLite database),
+    and time for a first start: in a fresh virtual environment the local API server took
+    longer than Prefect's default start-up wait to come up (seen once: the demo failed at 40 s)."""
     import os
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _demo(args: argparse.Namespace) -> int:
