@@ -81,11 +81,6 @@ def check_bounds(layer: ExactLayer, input_max: np.ndarray, name: str) -> None:
         raise BoundError(f"{name}: output {o} can accumulate {int(worst[o])} >= 2**24; float32 would not be exact")
 
 
-def output_max(layer: ExactLayer) -> np.ndarray:
-    """max|y| per output channel (the next layer's input range)."""
-    return np.maximum(np.abs(layer.lo), np.abs(layer.hi)).astype(np.int64)
-
-
 @contextmanager
 def exact_mode() -> Iterator[None]:
     """Only algorithms that sum products: no NNPACK/Winograd, no cuDNN, no TF32."""

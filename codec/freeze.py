@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from codec import exact
+from codec import exact, lattice
 from codec.distributions import MEAN_FRACTION_BITS
-from codec.frozen import FrozenModel, LayerSpec, layer_specs
-from codec.lattice import CENTER
+from codec.frozen import ACTIVATION_MAX, FrozenModel, LayerSpec, layer_specs
 from codec.network import INPUT_EXP, LatticeModel
 
 _EXP_LIMIT = 30
@@ -95,7 +94,7 @@ def freeze(model: LatticeModel, calibration_stack: torch.Tensor) -> FrozenModel:
     """The exact integer model closest to ``model`` (see the module docstring)."""
     arch = model.arch
     specs = iter(layer_specs(arch))
-    act_exp = [_exponent_for(m * 1.25, float((1 << 10) - 1)) for m in _calibrate(model, calibration_stack)]
+    act_exp = [_exponent_for(m * 1.25, float(ACTIVATION_MAX)) for m in _calibrate(model, calibration_stack)]
     act_iter = iter(act_exp)
     layers: list[exact.ExactLayer] = []
     in_exp = np.full(arch.k, INPUT_EXP, np.int64)
@@ -106,8 +105,7 @@ def freeze(model: LatticeModel, calibration_stack: torch.Tensor) -> FrozenModel:
     trunk_exp = in_exp
     mean_exp = np.array([INPUT_EXP + MEAN_FRACTION_BITS, 0], np.int64)
     for g, (head, output) in enumerate(zip(model.heads, model.outputs, strict=True)):
-        raw = len(layer_specs(arch)[arch.trunk_layers + 3 * g].input_max) - arch.trunk_channels
-        head_in = np.concatenate([trunk_exp, np.full(raw, INPUT_EXP, np.int64)])
+        head_in = np.concatenate([trunk_exp, np.full(lattice.head_input_width(g, 0), INPUT_EXP, np.int64)])
         e_in = head_in
         for lin in (m for m in head.children() if isinstance(m, nn.Linear)):
             out_exp = next(act_iter)
@@ -116,6 +114,6 @@ def freeze(model: LatticeModel, calibration_stack: torch.Tensor) -> FrozenModel:
         # Output 0: the centred mean / 2**INPUT_EXP, coded as grey * 2**MEAN_FRACTION_BITS
         # (the centring folds into the bias); output 1: the scale index itself.
         w, b = _params(output)
-        b[0] += CENTER / 2**INPUT_EXP
+        b[0] += lattice.CENTER / 2**INPUT_EXP
         layers.append(quantize_layer(w, b, np.concatenate([e_in, head_in]), mean_exp, next(specs)))
     return FrozenModel(arch, layers)

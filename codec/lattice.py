@@ -57,8 +57,6 @@ GROUPS: tuple[Group, ...] = (
     Group(((1, 1),), (2, 2), _ring(((1, 1), (1, 3), (3, 1)))),
     Group(((0, 1), (1, 0)), (2, 2), _ring(((0, 1), (1, 0), (1, 2), (2, 1)))),
 )
-#: Share of a slice's voxels in each group (weights the training loss like the real stream).
-GROUP_SHARE: tuple[float, ...] = (1 / 16, 1 / 16, 2 / 16, 4 / 16, 8 / 16)
 #: Neighbourhood taken raw from the previous slice (fully decoded before the slice starts).
 PREV_OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 #: Zero padding around a plane: enough for every offset above.
