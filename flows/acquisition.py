@@ -27,7 +27,9 @@ from prefect.events import emit_event
 
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
+from tasks.diskspace import OutOfSpaceError, out_of_space
 from tasks.encoding import EncodedBlock, outbox_paths
+from tasks.failpoints import failpoint
 from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
 from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
@@ -75,6 +77,7 @@ def _encode_and_record(
     record["verification"] = None
     record["timings_s"] = {"read": round(read_s, 3), "encode": round(encoded.seconds, 3)}
     write_record(outbox_paths(run.outbox, block)[1], record)
+    failpoint("record.written")
     return encoded, state
 
 
@@ -121,6 +124,7 @@ def _verify(ledger: Ledger, worker: str, record: BlockRecord, outbox: Path) -> B
     prov["verification"] = result.as_json()
     prov["timings_s"]["verify"] = result.seconds
     write_record(prov_path, prov)
+    failpoint("verify.done")
     return ledger.advance(record.block_id, worker, "verified", timings={"verify": result.seconds})
 
 
@@ -148,6 +152,7 @@ def _ship(
                 ledger.open_batch(batch_id, backend.destination, submission_id)
             batch = batch_files(outbox, batch_id, members)
             report = ship_batch.with_options(retries=retries)(backend, batch, submission_id)
+            failpoint("copy.done")
         except TransferError as exc:
             ledger.update_batch(batch_id, "failed", detail={"error": str(exc)})
             permanent = isinstance(exc, PermanentTransferError)
@@ -277,8 +282,10 @@ def acquisition_flow(
         done = 0
         warm: dict[str, torch.Tensor] | None = None
         verified: list[BlockRecord] = []
+        disk_full: Exception | None = None
+        held_back: set[str] = set()  # verified, but their transfer failed in this run: the next run ships them
         while max_blocks is None or done < max_blocks:
-            claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1)
+            claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1, exclude=held_back)
             if not claimed:
                 break
             record = claimed[0]
@@ -288,15 +295,25 @@ def acquisition_flow(
                     continue  # its outbox files were lost: back to discovered, encoded again next turn
                 verified.append(outcome)
             except Exception as exc:
+                if out_of_space(exc):  # not the block's fault: keep it retryable, stop taking more
+                    logger.error("%s: stopped, disk full: %s; the block stays %s", record.block_id, exc, record.state)
+                    ledger_db.release(record.block_id, worker)
+                    disk_full = exc
+                    break
                 logger.error("%s: failed: %s", record.block_id, exc)
                 ledger_db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
             done += 1
             if len(verified) >= batch_size:
-                _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox)
+                shipped = _ship(
+                    ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox
+                )
+                held_back.update(r.block_id for r in verified if r.block_id not in shipped)
                 verified = []
             update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
         if verified:
             _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox)
+        if disk_full is not None:
+            raise OutOfSpaceError(f"{source.name}: run stopped, disk full: {disk_full}") from disk_full
         update_progress_artifact(progress_id, 100.0)
         if prune_raw != "off":
             pruned = prune_raw_files(ledger_db, report.volume, grid, dry_run=prune_raw != "delete")

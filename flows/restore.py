@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tasks.diskspace import OutOfSpaceError, out_of_space
 from tasks.ledger import Ledger, worker_identity
 from tasks.restoring import find_received
 from tasks.steps import restore_one
@@ -25,25 +26,31 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[s
     started = time.monotonic()
     with Ledger(ledger or Path(restored) / "ledger.sqlite") as db:
         done = frozenset(r.block_id for r in db.blocks(states=("restored",)))
-        received, skipped = find_received(Path(inbox), done)
-        for path, why in skipped.items():
+        scan = find_received(Path(inbox), done)
+        received = scan.received
+        for path, why in scan.waiting.items():
             logger.info("%s: not restored yet: %s", path, why)
+        for path, why in scan.refused.items():
+            if db.refuse(path, why):
+                logger.error("%s: refused, left in place and not restored: %s", path, why)
         for item in received:
-            db.receive(
-                item.block,
-                compressed_sha256=item.record["encoding"]["compressed_sha256"],
-                raw_sha256=item.record["encoding"]["raw_sha256"],
-            )
+            db.receive(item.block, compressed_sha256=item.valid.compressed_sha256, raw_sha256=item.valid.raw_sha256)
         db.retry_failed(max_attempts=3, to_state="shipped")
         worker = worker_identity()
         by_id = {item.block.block_id: item for item in received}
         rows: list[dict[str, Any]] = []
         claimed = db.claim(worker, ("shipped",), limit=len(by_id), block_ids=list(by_id))
+        disk_full: Exception | None = None
         for record in claimed:
             item = by_id[record.block_id]
             try:
                 section = restore_one(record.block_id, item, restored)
             except Exception as exc:
+                if out_of_space(exc):  # not the block's fault: it and the rest stay shipped for the next run
+                    logger.error("%s: stopped, disk full: %s", record.block_id, exc)
+                    db.release_all(worker)
+                    disk_full = exc
+                    break
                 logger.error("%s: restore failed: %s", record.block_id, exc)
                 db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
                 rows.append({"block": record.block_id, "state": "failed", "reason": str(exc)})
@@ -51,11 +58,26 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[s
             db.advance(record.block_id, worker, "restored", release=True, timings={"restore": section["seconds"]})
             rows.append({"block": record.block_id, "state": "restored", "volume": section["volume_path"]})
         progress = db.progress()
+    if disk_full is not None:
+        raise OutOfSpaceError(f"{restored}: restore stopped, disk full: {disk_full}") from disk_full
     if rows:
         create_table_artifact(rows, key="restored-blocks", description="blocks handled by this restore run")
+    if scan.refused:
+        create_table_artifact(
+            [{"file": path, "reason": why} for path, why in scan.refused.items()],
+            key="refused-files",
+            description="received files refused by validation (left in place, not restored)",
+        )
     create_markdown_artifact(
         f"# emzip restore\n\n{progress['restored']} blocks restored in total, {len(rows)} handled by this run, "
-        f"{progress['failed']} failed, {len(skipped)} files waiting; {time.monotonic() - started:.1f} s.",
+        f"{progress['failed']} failed, {len(scan.waiting)} files waiting, {len(scan.refused)} refused; "
+        f"{time.monotonic() - started:.1f} s.",
         key="restore-summary",
     )
-    return {"handled": len(rows), "progress": progress, "waiting": len(skipped), "rows": rows}
+    return {
+        "handled": len(rows),
+        "progress": progress,
+        "waiting": len(scan.waiting),
+        "refused": scan.refused,
+        "rows": rows,
+    }

@@ -16,6 +16,7 @@ import numpy as np
 import tensorstore as ts
 
 from tasks.checksums import array_sha256
+from tasks.failpoints import failpoint
 from tasks.grid import BlockRef
 
 __all__ = ["RestoreError", "open_destination", "write_block"]
@@ -101,6 +102,7 @@ def write_block(store: ts.TensorStore, block: BlockRef, data: np.ndarray, expect
     (z0, z1), (y0, y1), (x0, x1) = block.bounds
     try:
         store[z0:z1, y0:y1, x0:x1].write(data).result()
+        failpoint("restore.write")
         # Read back through a fresh context (no cache) so the bytes come from disk.
         fresh = ts.open(store.spec(minimal_spec=True), open=True, context=ts.Context()).result()
         stored = fresh[z0:z1, y0:y1, x0:x1].read().result()

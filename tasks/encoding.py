@@ -13,6 +13,7 @@ import torch
 from codec.api import encode
 from codec.settings import Settings
 from tasks.atomic import atomic_write_bytes
+from tasks.failpoints import failpoint
 from tasks.grid import BlockRef
 
 __all__ = ["EncodedBlock", "encode_to_outbox", "outbox_paths"]
@@ -46,6 +47,12 @@ def outbox_paths(outbox: Path, block: BlockRef) -> tuple[Path, Path]:
     return folder / f"{block.file_stem}.emz", folder / f"{block.file_stem}.prov.json"
 
 
+def _crash_test_points(stage: str, done: int, total: int) -> None:
+    """The codec's progress callback: lets the crash tests kill a run inside training."""
+    if stage == "train" and done >= 1:
+        failpoint("encode.train")
+
+
 def encode_to_outbox(
     block: BlockRef,
     data: np.ndarray,
@@ -59,9 +66,10 @@ def encode_to_outbox(
     """
     if data.shape != block.shape:
         raise ValueError(f"{block.block_id}: read {data.shape}, expected {block.shape}")
-    result = encode(data, settings, warm_start=warm_start)
+    result = encode(data, settings, warm_start=warm_start, progress=_crash_test_points)
     container_path, _ = outbox_paths(outbox, block)
     atomic_write_bytes(container_path, result.data)
+    failpoint("encode.written")
     training = result.training
     compressed_sha256 = hashlib.sha256(result.data).hexdigest()
     encoding = {

@@ -17,14 +17,16 @@ submitting, so a retry after a crash re-submits under the same id and can never 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ TRANSITIONS: dict[str, set[str]] = {
     "failed": {"discovered", "shipped"},
 }
 DEFAULT_LEASE_SECONDS = 3600.0
+_NEARLY_FULL = 1 << 20  # bytes free below which a failed write is blamed on a full disk
 _FIELDS = (
     "raw_sha256",
     "raw_bytes",
@@ -97,6 +100,12 @@ CREATE TABLE IF NOT EXISTS batches (
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refusals (
+    path TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
 """
 SCHEMA_VERSION = "1"
 _RELEASE_SQL = "UPDATE blocks SET claimed_by=NULL, claim_host=NULL, claim_pid=NULL, claim_expires=NULL WHERE block_id=?"
@@ -154,17 +163,20 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self._connection.row_factory = sqlite3.Row
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=FULL")
-        self._connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self._connection.executescript(_SCHEMA)
-        version = self._connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if version is None:
-            self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif version[0] != SCHEMA_VERSION:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._connection.row_factory = sqlite3.Row
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._connection.executescript(_SCHEMA)
+            version = self._connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None:
+                self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        except (OSError, sqlite3.Error) as exc:
+            raise self._failure("cannot open the ledger", exc) from exc
+        if version is not None and version[0] != SCHEMA_VERSION:
             raise LedgerError(f"{self.path}: ledger schema {version[0]}, this emzip reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -179,14 +191,34 @@ class Ledger:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One ``BEGIN IMMEDIATE`` transaction; SQLite's own errors come out as ``LedgerError``s naming the file."""
         cursor = self._connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._failure("cannot start a ledger transaction", exc) from exc
         try:
             yield cursor
-        except BaseException:
-            cursor.execute("ROLLBACK")
+            cursor.execute("COMMIT")
+        except BaseException as exc:
+            if self._connection.in_transaction:
+                with suppress(sqlite3.Error):
+                    cursor.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._failure("ledger write failed", exc) from exc
             raise
-        cursor.execute("COMMIT")
+
+    def _failure(self, doing: str, exc: Exception) -> LedgerError:
+        """A ``LedgerError`` naming the file, SQLite's error, and a full filesystem when that is the cause.
+
+        SQLite reports a full disk met while creating its WAL index as a plain ``disk I/O error``.
+        """
+        cause = f"{exc} ({getattr(exc, 'sqlite_errorname', type(exc).__name__)})"
+        with suppress(OSError):
+            free = shutil.disk_usage(self.path.parent).free
+            if free < _NEARLY_FULL:
+                cause += f"; {os.strerror(errno.ENOSPC)} ({free} bytes free on the ledger's filesystem)"
+        return LedgerError(f"{self.path}: {doing}: {cause}")
 
     # -- discovery -----------------------------------------------------------------------------
 
@@ -232,8 +264,9 @@ class Ledger:
         limit: int = 1,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         block_ids: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
     ) -> list[BlockRecord]:
-        """Claim up to ``limit`` unclaimed blocks in ``states`` for ``worker``.
+        """Claim up to ``limit`` unclaimed blocks in ``states`` for ``worker`` (none of ``exclude``).
 
         A block held by a claim whose lease has expired, or whose process on this host is gone,
         counts as unclaimed (its earlier holder was killed). Each claim counts one attempt.
@@ -252,10 +285,13 @@ class Ledger:
             params.extend(ids)
         query += " ORDER BY block_id"
         claimed: list[str] = []
+        skip = frozenset(exclude)
         with self._transaction() as cursor:
             for row in cursor.execute(query, params).fetchall():
                 if len(claimed) >= limit:
                     break
+                if row["block_id"] in skip:
+                    continue
                 if row["claimed_by"] == worker:
                     continue  # already ours: claiming is for blocks nobody is working on
                 if row["claimed_by"] is not None:
@@ -370,6 +406,25 @@ class Ledger:
                 self._event(cursor, row["block_id"], "failed", to_state, None, "retry")
                 count += 1
         return count
+
+    # -- refused input -------------------------------------------------------------------------
+
+    def refuse(self, path: str, reason: str) -> bool:
+        """Record a received file refused by validation (left in place); True if newly refused."""
+        now = time.time()
+        with self._transaction() as cursor:
+            known = cursor.execute("SELECT reason FROM refusals WHERE path=?", (path,)).fetchone()
+            cursor.execute(
+                "INSERT INTO refusals (path, reason, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET reason=excluded.reason, last_seen=excluded.last_seen",
+                (path, reason, now, now),
+            )
+        return known is None or known[0] != reason
+
+    def refusals(self) -> dict[str, str]:
+        """Every refused file (path -> the latest reason)."""
+        rows = self._connection.execute("SELECT path, reason FROM refusals ORDER BY path").fetchall()
+        return {row["path"]: row["reason"] for row in rows}
 
     # -- batches -------------------------------------------------------------------------------
 

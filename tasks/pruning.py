@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.failpoints import failpoint
 from tasks.grid import block_grid
 from tasks.ledger import Ledger
 from tasks.volumes import Volume
@@ -50,6 +51,7 @@ def prune_raw_files(
     for path in deletable:
         if not dry_run:
             path.unlink()
+            failpoint("prune.raw")
         verb = "would delete" if dry_run else "deleted"
         for block_id in done_files[path]:
             ledger.note(block_id, f"raw file {verb}: {path}")

@@ -1,100 +1,133 @@
 """The data center side: find received blocks, decode them, write them into the restored volume.
 
 A block counts as received only when its container and its provenance record are both in the
-inbox and the container's sha256 equals the one the record promises (a transfer still writing,
-or a damaged file, is not received). Restoring decodes it, writes it into
-``<restored>/<volume>.zarr`` (zarr v3, sharded by block) and checks the sha256 of what reads back
+inbox, the record passes validation (``tasks.validation``: schema, safe volume name, id matching
+its bounds, bounds inside the volume, the names it arrived under) and the container's size and
+sha256 equal the ones the record promises. A transfer still writing is *waiting*; a record that
+fails validation is *refused*: reported with the reason, left in place, never restored. Restoring
+decodes the block, writes it into ``<restored>/<volume>.zarr`` (zarr v3, sharded by block; the
+path is resolved and must lie inside the restored root) and checks the sha256 of what reads back
 against the raw sha256 in the record.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorstore as ts
 
 from codec import decompress
 from codec.errors import EmzipError
 from tasks.checksums import file_sha256
 from tasks.destination import RestoreError, open_destination, write_block
+from tasks.failpoints import failpoint
 from tasks.grid import BlockRef
-from tasks.provenance import load_record, write_record
+from tasks.names import UnsafeInputError, check_volume_name, inside
+from tasks.provenance import write_record
+from tasks.validation import ValidBlock, validate_record
 
-__all__ = ["ReceivedBlock", "find_received", "restore_block"]
+#: Largest provenance record read (real ones are a few kB).
+MAX_RECORD_BYTES = 1 << 20
+
+__all__ = ["InboxScan", "ReceivedBlock", "find_received", "restore_block"]
 
 
 @dataclass(frozen=True)
 class ReceivedBlock:
-    """A complete, checksum-matching block in the inbox."""
+    """A complete, validated, checksum-matching block in the inbox."""
 
-    block: BlockRef
+    valid: ValidBlock
     container_path: Path
     record_path: Path
     record: dict[str, Any]
 
+    @property
+    def block(self) -> BlockRef:
+        """The block the record describes (validated against its bounds and file names)."""
+        return self.valid.block
 
-def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> tuple[list[ReceivedBlock], dict[str, str]]:
-    """Complete blocks in the inbox, and (path -> why) for files that are not (yet) usable.
+
+@dataclass
+class InboxScan:
+    """One look at the inbox: blocks ready to restore, files still arriving, files refused."""
+
+    received: list[ReceivedBlock] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+    """path -> why it is not usable yet (it may still be arriving)."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """path -> why it is refused (malformed or unsafe; left in place, never restored)."""
+
+
+def _read_record(path: Path) -> Any:
+    if path.is_symlink() or not path.is_file():
+        raise UnsafeInputError(f"{path}: provenance record is not a regular file")
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise UnsafeInputError(f"{path}: provenance record is larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UnsafeInputError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc})") from exc
+
+
+def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
+    """Complete blocks in the inbox, files waiting, and files refused (with the reasons).
 
     Blocks whose id is in ``done`` (already restored) are passed over without hashing them again.
     """
-    received: list[ReceivedBlock] = []
-    skipped: dict[str, str] = {}
+    scan = InboxScan()
     if not inbox.is_dir():
-        return received, skipped
+        return scan
     for container in sorted(inbox.glob("*/*.emz")):
+        try:
+            check_volume_name(container.parent.name, str(container.parent))
+            inside(inbox, container.parent.name, container.name)
+        except UnsafeInputError as exc:
+            scan.refused[str(container)] = str(exc)
+            continue
         record_path = container.with_name(container.stem + ".prov.json")
-        if not record_path.is_file():
-            skipped[str(container)] = "provenance record not arrived yet"
+        if not record_path.exists():
+            scan.waiting[str(container)] = "provenance record not arrived yet"
             continue
         try:
-            record = load_record(record_path)
-        except ValueError as exc:
-            skipped[str(container)] = str(exc)
+            record = _read_record(record_path)
+            valid = validate_record(record, record_path, container)
+        except UnsafeInputError as exc:
+            scan.refused[str(container)] = str(exc)
             continue
-        if record["block"]["id"] in done:
+        if valid.block.block_id in done:
             continue
-        if file_sha256(container) != record["encoding"]["compressed_sha256"]:
-            skipped[str(container)] = "container sha256 differs from its record (still arriving or damaged)"
+        if container.stat().st_size != valid.compressed_bytes or file_sha256(container) != valid.compressed_sha256:
+            scan.waiting[str(container)] = "size or sha256 differs from its record (still arriving or damaged)"
             continue
-        received.append(ReceivedBlock(BlockRef.from_json(record["block"]), container, record_path, record))
-    return received, skipped
+        scan.received.append(ReceivedBlock(valid, container, record_path, record))
+    return scan
 
 
 def restore_block(item: ReceivedBlock, restored_root: Path, context: ts.Context | None = None) -> dict[str, Any]:
     """Decode and write one block; returns the record's ``restore`` section (also written to it)."""
     started = time.monotonic()
-    record = item.record
+    valid, record = item.valid, item.record
+    target = inside(restored_root, f"{valid.block.volume}.zarr")
     try:
         data = decompress(item.container_path.read_bytes())
     except EmzipError as exc:
-        raise RestoreError(f"{item.block.block_id}: {item.container_path} does not decode: {exc}") from exc
+        raise RestoreError(f"{valid.block.block_id}: {item.container_path} does not decode: {exc}") from exc
     volume = record["volume"]
-    target = restored_root / f"{item.block.volume}.zarr"
     attributes = {
         "voxel_size": volume.get("voxel_size"),
         "units": volume.get("units"),
         "emzip": {"source": volume.get("source"), "restored_from": str(item.container_path.parent)},
     }
-    shape = tuple(
-        max(a, b) for a, b in zip(volume["shape"], (item.block.z1, item.block.y1, item.block.x1), strict=True)
-    )
-    store = open_destination(
-        target,
-        (shape[0], shape[1], shape[2]),
-        np.dtype(record["block"]["dtype"]),
-        tuple(volume["block_shape"]),
-        attributes,
-        context,
-    )
-    write_block(store, item.block, data, record["encoding"]["raw_sha256"])
+    store = open_destination(target, valid.volume_shape, valid.dtype, valid.block_shape, attributes, context)
+    write_block(store, valid.block, data, valid.raw_sha256)
+    failpoint("restore.written")
     section = {
         "volume_path": str(target),
-        "verified_sha256": record["encoding"]["raw_sha256"],
+        "verified_sha256": valid.raw_sha256,
         "seconds": round(time.monotonic() - started, 3),
     }
     write_record(item.record_path, {**record, "restore": section})

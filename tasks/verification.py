@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.checksums import file_sha256
+from tasks.failpoints import failpoint
 
 __all__ = ["VerificationError", "VerifyResult", "verify_container"]
 
@@ -57,21 +58,24 @@ def verify_container(
     if on_disk != compressed_sha256:
         raise VerificationError(f"{path}: container on disk has sha256 {on_disk[:12]}, wrote {compressed_sha256[:12]}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "tasks.verify_worker", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise VerificationError(f"{path}: verifying decode took longer than {timeout:.0f} s") from exc
-    if completed.returncode != 0:
-        last = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+    with subprocess.Popen(
+        [sys.executable, "-m", "tasks.verify_worker", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as worker:
+        failpoint("verify.decoding")
+        try:
+            stdout, stderr = worker.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            worker.kill()
+            worker.communicate()
+            raise VerificationError(f"{path}: verifying decode took longer than {timeout:.0f} s") from exc
+    if worker.returncode != 0:
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise VerificationError(f"{path}: verifying decode failed: {last}")
-    seen = json.loads(completed.stdout)
+    seen = json.loads(stdout)
     result = VerifyResult(
         ok=False,
         decoded_sha256=seen["sha256"],

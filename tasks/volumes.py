@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import tensorstore as ts
 
+from tasks.names import UnsafeInputError, check_volume_name
+
 Layout = Literal["zarr", "zarr3", "n5", "precomputed", "slices"]
 CHUNKED_DRIVERS: dict[str, Layout] = {
     "zarr": "zarr",
@@ -129,13 +131,22 @@ def resolve_source(
         location = kvstore if isinstance(kvstore, str) else str(kvstore.get("path", ""))
         location = location.removeprefix("file://")
         default_name = Path(location.rstrip("/")).stem or "volume"
-        return VolumeSource(name or default_name, CHUNKED_DRIVERS[driver], location, spec)
+        return VolumeSource(_safe_name(name or default_name, location), CHUNKED_DRIVERS[driver], location, spec)
     path = Path(target)
+    name = _safe_name(name or path.stem, str(path))
     if layout is not None:
-        return VolumeSource(name or path.stem, layout, str(path.resolve()))
+        return VolumeSource(name, layout, str(path.resolve()))
     if not path.is_dir():
         raise VolumeError(f"{path}: acquisition volume folder does not exist")
-    return VolumeSource(name or path.stem, _detect_layout(path), str(path.resolve()))
+    return VolumeSource(name, _detect_layout(path), str(path.resolve()))
+
+
+def _safe_name(name: str, where: str) -> str:
+    """The volume name becomes a folder at the edge and the data center: refuse unsafe ones."""
+    try:
+        return check_volume_name(name, where)
+    except UnsafeInputError as exc:
+        raise VolumeError(f"{exc}; pass a volume name explicitly") from exc
 
 
 @dataclass

@@ -168,6 +168,7 @@ def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefe
         "assume_complete": True,
         "codec": {"steps": 20},
         "transfer_retries": 0,
+        "batch_size": 2,  # batches ship inside the loop: a failed one must not be claimed again this run
     }
     first = acquisition_flow(**params)
     assert first["progress"]["verified"] == 4 and first["progress"]["shipped"] == 0

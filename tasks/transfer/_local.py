@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -11,19 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from tasks.atomic import fsync_directory, locked_temporary
 from tasks.checksums import file_sha256
+from tasks.failpoints import failpoint
 from tasks.transfer._errors import PermanentTransferError, TransientTransferError
 from tasks.transfer._model import FileResult, OutboxFile, TransferBatch, TransferReport
 
 Copier = Callable[[BinaryIO, BinaryIO], None]
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class LocalTransfer:
@@ -69,24 +62,20 @@ class LocalTransfer:
         target = self.root / item.relative_path
         if target.is_file() and file_sha256(target) == item.sha256:
             return False
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with item.path.open("rb") as source, temporary.open("wb") as sink:
+            with item.path.open("rb") as source, locked_temporary(target) as (temporary, sink):
                 self._copy(source, sink)
+                failpoint("copy.partial")
                 sink.flush()
                 os.fsync(sink.fileno())
-            arrived = file_sha256(temporary)
-            if arrived != item.sha256:
-                raise PermanentTransferError(
-                    f"{item.relative_path}: checksum mismatch at the destination "
-                    f"(sha256 {arrived[:12]}, expected {item.sha256[:12]}); the copy was discarded"
-                )
-            os.replace(temporary, target)
-            _fsync_directory(target.parent)
+                arrived = file_sha256(temporary)
+                if arrived != item.sha256:
+                    raise PermanentTransferError(
+                        f"{item.relative_path}: checksum mismatch at the destination "
+                        f"(sha256 {arrived[:12]}, expected {item.sha256[:12]}); the copy was discarded"
+                    )
+                os.replace(temporary, target)
+            fsync_directory(target.parent)
         except OSError as exc:
-            raise TransientTransferError(f"{item.relative_path}: copy to {self.root} interrupted: {exc}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                temporary.unlink()
+            raise TransientTransferError(f"{target}: copy from {item.path} interrupted: {exc}") from exc
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tasks.checksums import file_sha256
+from tasks.failpoints import failpoint
 from tasks.transfer._model import TransferBatch, TransferReport
 
 
@@ -41,5 +42,6 @@ def prune_outbox(batch: TransferBatch, report: TransferReport, dry_run: bool = T
             actions.append(PruneAction(str(item.path), item.block_id, False, "dry run: would delete"))
             continue
         item.path.unlink()
+        failpoint("prune.outbox")
         actions.append(PruneAction(str(item.path), item.block_id, True, "destination sha256 confirmed"))
     return actions

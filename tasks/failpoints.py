@@ -1,0 +1,48 @@
+"""Named crash points: ``EMZIP_FAILPOINT=<name>[#<n>]`` SIGKILLs this process at the n-th pass.
+
+The crash-test harness (``bench/reliability.py``, ``tests/test_reliability.py``) kills the edge and
+restore flows at every step that matters (inside training, between writing a file and the ledger
+recording it, mid-copy, mid-write, while pruning) and checks that the next run finishes with every
+block shipped and restored exactly once. A kill from outside lands at a random instant; a named
+point lands exactly between the two effects whose order the test is about. Unset (every
+production run), a point costs one environment lookup and does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+ENVIRONMENT = "EMZIP_FAILPOINT"
+#: Every point in the code, in pipeline order (the harness sweeps them all).
+POINTS = (
+    "encode.train",  # inside training (the codec's progress callback)
+    "encode.written",  # container in the outbox, provenance record not yet
+    "record.written",  # container and record in the outbox, ledger still says discovered
+    "verify.decoding",  # the separate verifying decode is running
+    "verify.done",  # verified and recorded, ledger still says encoded
+    "copy.partial",  # a file's bytes are in a temporary name at the destination, not yet renamed
+    "copy.done",  # every file of the batch verified at the destination, ledger not yet shipped
+    "prune.outbox",  # pruning the outbox: one copy deleted, the rest not
+    "prune.raw",  # pruning raw acquisition files: one deleted, the rest not
+    "restore.write",  # the block's voxels written into the volume, not yet read back
+    "restore.written",  # written and read back, ledger still says shipped
+)
+
+_passes: Counter[str] = Counter()
+
+__all__ = ["ENVIRONMENT", "POINTS", "failpoint"]
+
+
+def failpoint(name: str) -> None:
+    """SIGKILL this process if ``EMZIP_FAILPOINT`` names this point (at its n-th pass with ``#n``)."""
+    wanted = os.environ.get(ENVIRONMENT)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("#")
+    if point != name:
+        return
+    _passes[name] += 1
+    if _passes[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
