@@ -283,11 +283,14 @@ class Ledger:
         if ids is not None:
             query += f" AND block_id IN ({','.join('?' * len(ids))})"
             params.extend(ids)
-        query += " ORDER BY block_id"
+        # Only rows someone could take (unclaimed, lease expired, or held on this host where the pid
+        # is checked below), read lazily in id order: a claim costs what it takes, not the ledger's size.
+        query += " AND (claimed_by IS NULL OR claim_expires < ? OR claim_host = ?) ORDER BY block_id"
+        params += [now, host]
         claimed: list[str] = []
         skip = frozenset(exclude)
         with self._transaction() as cursor:
-            for row in cursor.execute(query, params).fetchall():
+            for row in self._connection.execute(query, params):
                 if len(claimed) >= limit:
                     break
                 if row["block_id"] in skip:

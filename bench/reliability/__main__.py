@@ -1,0 +1,107 @@
+"""``python -m bench.reliability [--full]``: every sweep, and the table of docs/operations.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.reliability.crafted import crafted_inbox
+from bench.reliability.disks import SITES, can_mount_small_filesystem, out_of_space_site
+from bench.reliability.fuzzing import fuzz
+from bench.reliability.harness import write_acquisition
+from bench.reliability.kills import SAMPLE_POINTS, kill_point
+from bench.reliability.load import ledger_load
+
+
+def _table(results: dict[str, Any]) -> str:
+    crafted, kills, disks, load, fuzzed = (
+        results["crafted"],
+        results["kills"],
+        results["disks"],
+        results["load"],
+        results["fuzz"],
+    )
+    rows = [
+        "| sweep | tried | failures |",
+        "|---|---|---|",
+        f"| crafted inbox records | {crafted['tried']} | written outside the root {crafted['outside_root']}, "
+        f"restored {crafted['restored_crafted']}, not refused {len(crafted['not_refused'])}, "
+        f"left in place {crafted['left_in_place']}/{crafted['tried']} |",
+        f"| kill -9 points (edge and restore) | {len(kills)} killed and resumed "
+        f"({sum(k['killed'] for k in kills)} killed at the point) | "
+        f"blocks lost {sum(k['lost'] for k in kills)}, shipped twice {sum(k['shipped_twice'] for k in kills)}, "
+        f"restored twice {sum(k['restored_twice'] for k in kills)}, "
+        f"not identical {sum(not k['identical'] for k in kills)}, "
+        f"inbox not one file per block {sum(not k['destination_agrees'] for k in kills)}, "
+        f"temporary files left {sum(len(k['temporaries']) for k in kills)}, "
+        f"pruned before confirmed {sum(len(k['pruned_early']) for k in kills)} |",
+    ]
+    if disks is None:
+        rows.append("| full disks (ENOSPC) | not run: this machine does not allow mounting a small tmpfs | |")
+    else:
+        rows.append(
+            f"| full disks (ENOSPC) | {len(disks)} sites | blocks lost {sum(d['lost'] for d in disks)}, "
+            f"partial files left {sum(len(d['partial_files']) for d in disks)}, "
+            f"blocks marked failed {sum(d['marked_failed'] for d in disks)}, "
+            f"errors not naming path and cause {sum(not d['names_path'] for d in disks)}, "
+            f"not completed after freeing {sum(not d['completed_after_freeing'] for d in disks)} |"
+        )
+    rows += [
+        f"| ledger load | {load['workers']} processes x {load['blocks']} blocks | "
+        f"double claims {load['double_claims']}, lost {load['lost']}; {load['claims_per_second']} claims/s |",
+        f"| fuzz | {fuzzed['containers']} containers, {fuzzed['records']} records | "
+        f"wrong data {fuzzed['wrong_data']}, untyped exceptions {len(fuzzed['untyped'])} |",
+    ]
+    return "\n".join(rows)
+
+
+def run_all(work: Path, full: bool) -> dict[str, Any]:
+    """Every sweep (``full``: every kill point and more load and fuzz) under a Prefect test server."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from tasks.failpoints import POINTS
+
+    template, volume = write_acquisition(work / "template")
+    results: dict[str, Any] = {}
+    with prefect_test_harness(server_startup_timeout=120):
+        results["crafted"] = crafted_inbox(work / "crafted")
+        points = POINTS if full else SAMPLE_POINTS
+        results["kills"] = [asdict(kill_point(work / f"kill-{p}", template, volume, p)) for p in points]
+        if can_mount_small_filesystem():
+            results["disks"] = [
+                asdict(out_of_space_site(work / f"disk-{i}", template, volume, s)) for i, s in enumerate(SITES)
+            ]
+        else:
+            results["disks"] = None
+    results["load"] = ledger_load(work / "load", 4, 4000 if full else 1000)
+    results["fuzz"] = fuzz(work / "fuzz", 3000 if full else 300, 3000 if full else 300)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.reliability [--full] [--out DIR]``: run the sweeps, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="every kill point, 4000 blocks of load, 3000 fuzz cases")
+    parser.add_argument("--out", type=Path, default=Path("bench"), help="where results_reliability.json goes")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="emzip-reliability-") as scratch:
+        results = run_all(Path(scratch), args.full)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results_reliability.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(_table(results))
+    print(f"\n{results['seconds']} s; details in {args.out / 'results_reliability.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
