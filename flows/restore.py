@@ -33,7 +33,10 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[s
         for path, why in scan.refused.items():
             if db.refuse(path, why):
                 logger.error("%s: refused, left in place and not restored: %s", path, why)
+        refused_before = db.refusals()
         for item in received:
+            if str(item.container_path) in refused_before:
+                db.accept(str(item.container_path))
             db.receive(item.block, compressed_sha256=item.valid.compressed_sha256, raw_sha256=item.valid.raw_sha256)
         db.retry_failed(max_attempts=3, to_state="shipped")
         worker = worker_identity()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-# mkstemp creates 0600 files; finished files get the permissions a plain open() would give them.
+# Finished files get the permissions a plain open() gives them, whatever the writer's umask did later.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK

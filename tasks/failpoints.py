@@ -1,6 +1,6 @@
 """Named crash points: ``EMZIP_FAILPOINT=<name>[#<n>]`` SIGKILLs this process at the n-th pass.
 
-The crash-test harness (``bench/reliability.py``, ``tests/test_reliability.py``) kills the edge and
+The crash-test harness (``bench/reliability/``, ``tests/test_reliability.py``) kills the edge and
 restore flows at every step that matters (inside training, between writing a file and the ledger
 recording it, mid-copy, mid-write, while pruning) and checks that the next run finishes with every
 block shipped and restored exactly once. A kill from outside lands at a random instant; a named

@@ -424,6 +424,11 @@ class Ledger:
             )
         return known is None or known[0] != reason
 
+    def accept(self, path: str) -> None:
+        """Forget an earlier refusal of ``path`` (it was still arriving, or it was replaced)."""
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM refusals WHERE path=?", (path,))
+
     def refusals(self) -> dict[str, str]:
         """Every refused file (path -> the latest reason)."""
         rows = self._connection.execute("SELECT path, reason FROM refusals ORDER BY path").fetchall()

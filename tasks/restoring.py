@@ -62,14 +62,24 @@ class InboxScan:
     """path -> why it is refused (malformed or unsafe; left in place, never restored)."""
 
 
+class _IncompleteRecordError(Exception):
+    """The record is not complete JSON: most likely still arriving (transfers may write in place)."""
+
+
 def _read_record(path: Path) -> Any:
     if path.is_symlink() or not path.is_file():
         raise UnsafeInputError(f"{path}: provenance record is not a regular file")
     if path.stat().st_size > MAX_RECORD_BYTES:
         raise UnsafeInputError(f"{path}: provenance record is larger than {MAX_RECORD_BYTES} bytes")
     try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise UnsafeInputError(f"{path}: unreadable provenance record ({exc})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _IncompleteRecordError(f"provenance record is not complete JSON yet ({exc})") from exc
+    except (ValueError, RecursionError) as exc:
         raise UnsafeInputError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc})") from exc
 
 
@@ -95,6 +105,9 @@ def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
         try:
             record = _read_record(record_path)
             valid = validate_record(record, record_path, container)
+        except _IncompleteRecordError as exc:
+            scan.waiting[str(container)] = str(exc)
+            continue
         except UnsafeInputError as exc:
             scan.refused[str(container)] = str(exc)
             continue

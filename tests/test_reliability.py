@@ -133,3 +133,23 @@ def test_fuzzed_containers_and_records_give_typed_errors_never_wrong_data(tmp_pa
     assert result["wrong_data"] == 0
     assert result["untyped"] == []
     assert result["records_refused"] > 0 and result["records_accepted"] > 0  # the fuzz reaches both sides
+
+
+def test_a_record_still_arriving_waits_and_a_forged_one_is_refused(tmp_path: Path) -> None:
+    from bench.reliability.crafted import good_block
+    from tasks.restoring import find_received
+
+    inbox = tmp_path / "inbox"
+    container, _, _ = good_block(inbox)
+    record_path = container.with_name(container.stem + ".prov.json")
+    complete = record_path.read_bytes()
+    record_path.write_bytes(complete[: len(complete) // 2])  # a transfer writing in place
+    scan = find_received(inbox)
+    assert not scan.received and not scan.refused
+    assert "not complete JSON" in scan.waiting[str(container)]
+    record_path.write_bytes(complete)
+    scan = find_received(inbox)
+    assert [r.block.block_id for r in scan.received] == ["vol/z0000_y0000_x0000"]
+    record_path.write_text(complete.decode().replace('"volume": "vol"', '"volume": "/etc"', 1))
+    scan = find_received(inbox)
+    assert not scan.received and "is not allowed" in scan.refused[str(container)]
