@@ -139,6 +139,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if not edge["failures"] else 1
 
 
+def _convert(args: argparse.Namespace) -> int:
+    """An emzip-coded zarr v3 copy of a volume on disk (resumable; the source is only read)."""
+    from codec.settings import Settings
+    from tasks.convert import convert_volume
+    from tasks.volumes import VolumeError, resolve_source
+
+    block = tuple(int(v) for v in args.block.split(",")) if args.block else None
+    try:
+        source = resolve_source(args.source, args.name, args.layout)
+        report = convert_volume(
+            source,
+            Path(args.output),
+            Settings(effort=args.effort),
+            block,  # type: ignore[arg-type]
+            progress=_Progress(not args.quiet),
+        )
+    except VolumeError as exc:
+        print(f"emzip convert: {exc}", file=sys.stderr)
+        return 2
+    bits = 8.0 * report.archive_bytes / max(report.source_bytes, 1)
+    print(
+        f"{report.archive}: {report.converted} blocks converted now, {report.already_done} before, "
+        f"{report.blocks} in all; {bits:.3f} bits per byte of the source"
+    )
+    return 0
+
+
 def _load_for_bench(target: str) -> tuple[str, np.ndarray]:
     """A whole volume for ``emzip bench``: .npy, TIFF stack, or any volume the pipeline reads."""
     path = Path(target)
@@ -273,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--block", default=None, help="block shape z,y,x (default 64 slices, ~512 in y and x)")
     r.add_argument("--effort", type=int, default=2)
     r.set_defaults(func=_run)
+    k = sub.add_parser("convert", help="an emzip-coded zarr v3 copy of a zarr/N5/precomputed/TIFF volume")
+    k.add_argument("source", help="zarr/zarr3/n5/precomputed folder, a folder of TIFF/PNG slices, or a spec")
+    k.add_argument("output", help="the archive to write (a .zarr folder); run again to resume")
+    k.add_argument("--layout", default=None, choices=["zarr", "zarr3", "n5", "precomputed", "slices"])
+    k.add_argument("--name", default=None, help="volume name (default: the folder name)")
+    k.add_argument("--block", default=None, help="block = chunk shape z,y,x (default 64 slices, ~512 in y and x)")
+    k.add_argument("--effort", type=int, default=2)
+    k.add_argument("--quiet", action="store_true")
+    k.set_defaults(func=_convert)
     b = sub.add_parser("bench", help="emzip against PNG, JPEG-XL, JPEG-LS, JPEG 2000, WebP, zstd, xz")
     b.add_argument("volumes", nargs="+", help=".npy, TIFF stack, or an acquisition volume folder/spec")
     b.add_argument("--out", default=None, help="write results.md, results.json and figures here")

@@ -16,8 +16,12 @@ from tasks.steps import restore_one
 
 
 @flow(name="emzip-restore")
-def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[str, Any]:
-    """Decode every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
+def restore_flow(inbox: str, restored: str, ledger: str | None = None, target: str = "volume") -> dict[str, Any]:
+    """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
+
+    ``target``: ``volume`` decodes into a zstd zarr v3 volume (TensorStore, neuroglancer);
+    ``archive`` keeps the shipped containers as the chunks of an emzip-coded zarr v3 array that
+    zarr-python reads with emzip installed (no decoding, the edge's bits per voxel kept).
 
     The ledger (default ``<restored>/ledger.sqlite``) keeps restored blocks from being written
     twice and records failures with their reasons; a failed block is retried on the next run.
@@ -47,7 +51,7 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None) -> dict[s
         for record in claimed:
             item = by_id[record.block_id]
             try:
-                section = restore_one(record.block_id, item, restored)
+                section = restore_one(record.block_id, item, restored, target)
             except Exception as exc:
                 if out_of_space(exc):  # not the block's fault: it and the rest stay shipped for the next run
                     logger.error("%s: stopped, disk full: %s", record.block_id, exc)

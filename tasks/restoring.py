@@ -22,6 +22,7 @@ import tensorstore as ts
 
 from codec import decompress
 from codec.errors import EmzipError
+from tasks.archive import open_archive, place_block
 from tasks.checksums import file_sha256
 from tasks.destination import RestoreError, open_destination, write_block
 from tasks.failpoints import failpoint
@@ -33,7 +34,7 @@ from tasks.validation import ValidBlock, validate_record
 #: Largest provenance record read (real ones are a few kB).
 MAX_RECORD_BYTES = 1 << 20
 
-__all__ = ["InboxScan", "ReceivedBlock", "find_received", "restore_block"]
+__all__ = ["TARGETS", "InboxScan", "ReceivedBlock", "find_received", "restore_block"]
 
 
 @dataclass(frozen=True)
@@ -120,25 +121,44 @@ def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
     return scan
 
 
-def restore_block(item: ReceivedBlock, restored_root: Path, context: ts.Context | None = None) -> dict[str, Any]:
-    """Decode and write one block; returns the record's ``restore`` section (also written to it)."""
+TARGETS = ("volume", "archive")
+
+
+def restore_block(
+    item: ReceivedBlock, restored_root: Path, context: ts.Context | None = None, target_kind: str = "volume"
+) -> dict[str, Any]:
+    """Restore one block; returns the record's ``restore`` section (also written to it).
+
+    ``target_kind`` ``volume``: decode and write into a zstd zarr v3 volume (for TensorStore,
+    neuroglancer and tools that cannot load a Python codec). ``archive``: place the container
+    itself as the block's chunk of an emzip-coded zarr v3 array (``tasks.archive``), no decoding.
+    Both are read back and checked against the record's raw sha256.
+    """
+    if target_kind not in TARGETS:
+        raise ValueError(f"restore target must be one of {TARGETS}, got {target_kind!r}")
     started = time.monotonic()
     valid, record = item.valid, item.record
     target = inside(restored_root, f"{valid.block.volume}.zarr")
-    try:
-        data = decompress(item.container_path.read_bytes())
-    except EmzipError as exc:
-        raise RestoreError(f"{valid.block.block_id}: {item.container_path} does not decode: {exc}") from exc
     volume = record["volume"]
     attributes = {
         "voxel_size": volume.get("voxel_size"),
         "units": volume.get("units"),
         "emzip": {"source": volume.get("source"), "restored_from": str(item.container_path.parent)},
     }
-    store = open_destination(target, valid.volume_shape, valid.dtype, valid.block_shape, attributes, context)
-    write_block(store, valid.block, data, valid.raw_sha256)
+    if target_kind == "archive":
+        open_archive(target, valid.volume_shape, valid.dtype, valid.block_shape, attributes)
+        shipped = item.container_path.read_bytes()
+        place_block(target, valid.block, valid.block_shape, shipped, valid.compressed_sha256, valid.raw_sha256)
+    else:
+        try:
+            data = decompress(item.container_path.read_bytes())
+        except EmzipError as exc:
+            raise RestoreError(f"{valid.block.block_id}: {item.container_path} does not decode: {exc}") from exc
+        store = open_destination(target, valid.volume_shape, valid.dtype, valid.block_shape, attributes, context)
+        write_block(store, valid.block, data, valid.raw_sha256)
     failpoint("restore.written")
     section = {
+        "target": target_kind,
         "volume_path": str(target),
         "verified_sha256": valid.raw_sha256,
         "seconds": round(time.monotonic() - started, 3),

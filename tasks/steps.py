@@ -144,8 +144,8 @@ def ship_batch(backend: TransferBackend, batch: TransferBatch, submission_id: st
 
 
 @task(name="restore-block", task_run_name="restore {block_id}", cache_policy=NO_CACHE)
-def restore_one(block_id: str, item: ReceivedBlock, restored_root: str) -> dict[str, Any]:
-    """Decode a received block and write it into the restored volume, checking its sha256."""
-    section = restore_block(item, Path(restored_root))
+def restore_one(block_id: str, item: ReceivedBlock, restored_root: str, target: str = "volume") -> dict[str, Any]:
+    """Restore a received block into a volume or an archive (``tasks.restoring``), checking its sha256."""
+    section = restore_block(item, Path(restored_root), target_kind=target)
     get_run_logger().info("%s: restored into %s, sha256 verified", block_id, section["volume_path"])
     return section

@@ -1,0 +1,105 @@
+"""emzip as a zarr v3 array-to-bytes codec, so ``zarr.open_array`` reads emzip-coded arrays.
+
+Registered under the name ``emzip`` through the ``zarr.codecs`` entry point (``pyproject.toml``):
+with emzip installed, zarr-python finds it from an array's metadata alone. The configuration is
+the codec's ``Settings`` as JSON (every field, so a chunk written today is re-encoded the same way
+tomorrow; decoding needs none of it, the container carries its model). Encoding a chunk runs
+``codec.compress`` with its own round-trip check; dtypes the learned path does not code take the
+classic fallback as everywhere else. Decoding returns the chunk; a container holding a smaller
+block than the chunk (an edge block of an archive whose chunk files are the shipped containers)
+is placed at the chunk's origin and the rest filled with the array's fill value, as zarr itself
+pads edge chunks.
+
+This module is the only one in ``codec/`` that imports zarr; nothing else in the codec imports it,
+so the codec stays usable without zarr installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.buffer import Buffer, NDBuffer
+from zarr.registry import register_codec
+
+from codec.api import compress, decompress
+from codec.errors import CorruptDataError, EmzipError
+from codec.settings import Settings
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.array_spec import ArraySpec
+
+CODEC_NAME = "emzip"
+
+__all__ = ["CODEC_NAME", "EmzipCodec"]
+
+
+@dataclass(frozen=True)
+class EmzipCodec(ArrayBytesCodec):
+    """zarr v3 array-to-bytes codec: each chunk is one emzip container."""
+
+    is_fixed_size = False
+    settings: tuple[tuple[str, Any], ...]
+    """Every ``Settings`` field, as sorted (name, value) pairs (hashable, like every zarr codec)."""
+
+    def __init__(self, *, settings: dict[str, Any] | Settings | None = None) -> None:
+        if isinstance(settings, Settings):
+            resolved = settings
+        else:
+            try:
+                resolved = Settings().with_overrides(**(settings or {}))
+            except (TypeError, ValueError, EmzipError) as exc:
+                raise ValueError(f"emzip codec: invalid settings {settings!r}: {exc}") from exc
+        object.__setattr__(self, "settings", tuple(sorted(resolved.to_json().items())))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """From the codec's JSON in an array's metadata (``{"name": "emzip", "configuration": {...}}``)."""
+        if data.get("name") != CODEC_NAME:
+            raise ValueError(f"not an emzip codec: {data!r}")
+        configuration = data.get("configuration") or {}
+        if not isinstance(configuration, dict):
+            raise ValueError(f"emzip codec: configuration must be an object, got {configuration!r}")
+        return cls(settings=configuration.get("settings"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The codec's JSON: its name and every setting."""
+        return {"name": CODEC_NAME, "configuration": {"settings": dict(self.settings)}}
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        """Variable: a compressor's output size is not known before coding."""
+        raise NotImplementedError
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        decoded = decompress(chunk_bytes.to_bytes())
+        dtype = chunk_spec.dtype.to_native_dtype()
+        shape = tuple(chunk_spec.shape)
+        fits = decoded.ndim == len(shape) and all(d <= s for d, s in zip(decoded.shape, shape, strict=True))
+        if decoded.dtype != dtype or not fits:
+            raise CorruptDataError(
+                f"emzip chunk holds {decoded.dtype}{list(decoded.shape)}, the array's chunks are {dtype}{list(shape)}"
+            )
+        if decoded.shape != shape:  # an edge block stored as shipped: pad it as zarr pads edge chunks
+            full = np.full(shape, chunk_spec.fill_value, dtype=dtype)
+            full[tuple(slice(0, d) for d in decoded.shape)] = decoded
+            decoded = full
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(decoded)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer:
+        array = np.ascontiguousarray(chunk_array.as_numpy_array())
+        data = compress(array, Settings().with_overrides(**dict(self.settings)))
+        return chunk_spec.prototype.buffer.from_bytes(data)
+
+
+register_codec(CODEC_NAME, EmzipCodec)

@@ -1,0 +1,85 @@
+"""``emzip convert``: an emzip-coded zarr v3 copy of a volume already on disk, block by block.
+
+The source (zarr v2/v3, N5, neuroglancer precomputed or a TIFF/PNG slice folder, through
+TensorStore, ``tasks.volumes``) is only ever read. Each block is coded with the codec (its own
+round-trip check), written as the block's chunk of the archive (``tasks.archive``: atomic, then
+read back through zarr-python and compared by sha256 with the source block) and recorded in a
+ledger beside the archive, so a conversion that is stopped or killed resumes where it was: blocks
+already verified are not coded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from codec.api import encode
+from codec.settings import Settings
+from tasks.archive import open_archive, place_block
+from tasks.checksums import array_sha256
+from tasks.grid import block_grid, choose_block_shape
+from tasks.ledger import Ledger, worker_identity
+from tasks.volumes import VolumeSource, open_volume
+
+__all__ = ["ConvertReport", "convert_volume"]
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """What a conversion did: blocks converted now, already done before, and the archive's size."""
+
+    archive: Path
+    converted: int
+    already_done: int
+    blocks: int
+    source_bytes: int
+    archive_bytes: int
+
+
+def convert_volume(
+    source: VolumeSource,
+    archive: Path,
+    settings: Settings,
+    block_shape: tuple[int, int, int] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ConvertReport:
+    """Convert ``source`` into the emzip archive ``archive`` (a ``.zarr`` folder); resumable."""
+    volume = open_volume(source)
+    grid = block_shape or choose_block_shape(volume.chunk, whole_slices=source.layout == "slices")
+    attributes = {
+        "voxel_size": list(volume.voxel_size) if volume.voxel_size else None,
+        "units": volume.units,
+        "emzip": {"converted_from": source.as_json()},
+    }
+    open_archive(archive, volume.shape, volume.dtype, grid, attributes)
+    blocks = list(block_grid(source.name, volume.shape, grid))
+    worker = worker_identity()
+    converted = 0
+    with Ledger(archive / "ledger.sqlite") as ledger:
+        ledger.discover(blocks)
+        already = len(ledger.blocks(states=("verified",)))
+        try:
+            while claimed := ledger.claim(worker, ("discovered", "encoded"), limit=1):
+                record = claimed[0]
+                data = volume.read(record.block.bounds)
+                result = encode(data, settings)
+                digest = hashlib.sha256(result.data).hexdigest()
+                place_block(archive, record.block, grid, result.data, digest, array_sha256(data))
+                ledger.advance(record.block_id, worker, "encoded", codec=result.codec)
+                ledger.advance(record.block_id, worker, "verified", release=True)
+                converted += 1
+                if progress:
+                    progress("convert", already + converted, len(blocks))
+        finally:
+            ledger.release_all(worker)
+    chunk_bytes = sum(p.stat().st_size for p in (archive / "c").rglob("*") if p.is_file())
+    return ConvertReport(
+        archive=archive,
+        converted=converted,
+        already_done=already,
+        blocks=len(blocks),
+        source_bytes=int(volume.dtype.itemsize) * volume.shape[0] * volume.shape[1] * volume.shape[2],
+        archive_bytes=chunk_bytes,
+    )

@@ -1,0 +1,153 @@
+"""emzip as a zarr v3 codec (codec/zarr_codec.py) and the data center's archive target (tasks/archive.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from codec.errors import EmzipError
+from codec.settings import Settings
+from codec.zarr_codec import EmzipCodec
+from flows.synthetic import em_like
+from tasks.archive import chunk_path, place_block
+from tasks.checksums import array_sha256, file_sha256
+from tasks.destination import RestoreError
+from tasks.encoding import encode_to_outbox, outbox_paths
+from tasks.grid import block_grid
+from tasks.provenance import new_record, write_record
+
+SERIALIZER = {"name": "emzip", "configuration": {"settings": {"steps": 5}}}
+
+
+def _array(path: Path, data: np.ndarray, chunks: tuple[int, int, int]) -> zarr.Array:
+    array = zarr.create_array(
+        str(path), shape=data.shape, chunks=chunks, dtype=data.dtype, serializer=SERIALIZER, compressors=None
+    )
+    array[:] = data
+    return array
+
+
+def test_zarr_writes_and_reads_emzip_arrays_across_chunk_borders_and_edges(tmp_path: Path) -> None:
+    volume = em_like((6, 70, 90), seed=4)  # chunks (4, 64, 64): edge chunks on every axis
+    _array(tmp_path / "a.zarr", volume, (4, 64, 64))
+    reopened = zarr.open_array(str(tmp_path / "a.zarr"), mode="r")
+    assert isinstance(reopened.metadata.codecs[0], EmzipCodec)
+    np.testing.assert_array_equal(reopened[:], volume)
+    np.testing.assert_array_equal(reopened[3:6, 60:70, 10:90], volume[3:6, 60:70, 10:90])  # across borders
+    np.testing.assert_array_equal(reopened[5, 69, 89], volume[5, 69, 89])
+
+
+def test_wider_dtypes_take_the_classic_fallback(tmp_path: Path) -> None:
+    volume = (em_like((3, 40, 40), seed=5).astype(np.uint16) * 257) ^ 3
+    _array(tmp_path / "u16.zarr", volume, (3, 32, 32))
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "u16.zarr"), mode="r")[:], volume)
+
+
+def test_codec_json_round_trips_and_a_fresh_interpreter_finds_the_codec(tmp_path: Path) -> None:
+    codec = EmzipCodec(settings={"steps": 7, "family": "laplace"})
+    again = EmzipCodec.from_dict(codec.to_dict())
+    assert again == codec and hash(again) == hash(codec)
+    assert dict(again.settings) == Settings(steps=7, family="laplace").to_json()
+    with pytest.raises(ValueError, match="invalid settings"):
+        EmzipCodec(settings={"no_such_setting": 1})
+    volume = em_like((2, 32, 32), seed=6)
+    _array(tmp_path / "b.zarr", volume, (2, 32, 32))
+    probe = f"import zarr, sys; a = zarr.open_array({str(tmp_path / 'b.zarr')!r}, mode='r'); print(int(a[:].sum()))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == int(volume.astype(np.int64).sum())  # found through the zarr.codecs entry point
+
+
+def test_a_corrupted_chunk_is_an_error_never_data(tmp_path: Path) -> None:
+    volume = em_like((4, 64, 64), seed=7)
+    _array(tmp_path / "c.zarr", volume, (4, 64, 64))
+    chunk = tmp_path / "c.zarr" / "c" / "0" / "0" / "0"
+    damaged = bytearray(chunk.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    chunk.write_bytes(bytes(damaged))
+    with pytest.raises(EmzipError):
+        zarr.open_array(str(tmp_path / "c.zarr"), mode="r")[:]
+
+
+def _inbox(root: Path, volume: np.ndarray, grid: tuple[int, int, int]) -> Path:
+    """A data center inbox as the edge leaves it: one container and one record per block."""
+    inbox = root / "inbox"
+    for block in block_grid("vol", volume.shape, grid):
+        data = np.ascontiguousarray(volume[block.z0 : block.z1, block.y0 : block.y1, block.x0 : block.x1])
+        encoded, _ = encode_to_outbox(block, data, Settings(steps=0), inbox)
+        record = new_record(
+            block,
+            volume_shape=volume.shape,
+            block_shape=grid,
+            dtype=data.dtype.str,
+            voxel_size=(30.0, 8.0, 8.0),
+            units="nm",
+            source={"layout": "test"},
+        )
+        record["encoding"] = encoded.encoding
+        write_record(outbox_paths(inbox, block)[1], record)
+    return inbox
+
+
+def test_inbox_restored_as_archive_reads_back_identical_through_zarr(prefect_api: str, tmp_path: Path) -> None:
+    from flows.restore import restore_flow
+
+    volume = em_like((6, 70, 90), seed=8)
+    grid = (4, 64, 64)
+    inbox = _inbox(tmp_path, volume, grid)
+    result = restore_flow(inbox=str(inbox), restored=str(tmp_path / "archive"), target="archive")
+    assert result["progress"]["restored"] == 8 and not result["refused"]
+    archive = zarr.open_array(str(tmp_path / "archive" / "vol.zarr"), mode="r")
+    np.testing.assert_array_equal(archive[:], volume)
+    assert archive.metadata.dimension_names == ("z", "y", "x")
+    assert archive.attrs["voxel_size"] == [30.0, 8.0, 8.0] and archive.attrs["units"] == "nm"
+    for block in block_grid("vol", volume.shape, grid):  # the shipped bytes themselves, never re-encoded
+        shipped = inbox / "vol" / f"{block.file_stem}.emz"
+        assert file_sha256(chunk_path(tmp_path / "archive" / "vol.zarr", block, grid)) == file_sha256(shipped)
+
+
+def test_a_container_that_does_not_read_back_leaves_no_chunk(tmp_path: Path) -> None:
+    volume = em_like((4, 64, 64), seed=9)
+    inbox = _inbox(tmp_path, volume, (4, 64, 64))
+    [block] = block_grid("vol", volume.shape, (4, 64, 64))
+    container = inbox / "vol" / f"{block.file_stem}.emz"
+    from tasks.archive import open_archive
+
+    archive = tmp_path / "vol.zarr"
+    open_archive(archive, volume.shape, volume.dtype, (4, 64, 64), {})
+    wrong_raw = array_sha256(volume + 1)
+    with pytest.raises(RestoreError, match=r"archive chunk .*c/0/0/0 reads back sha256"):
+        place_block(archive, block, (4, 64, 64), container.read_bytes(), file_sha256(container), wrong_raw)
+    assert not chunk_path(archive, block, (4, 64, 64)).exists()
+    with pytest.raises(RestoreError, match="is not the one its record describes"):
+        place_block(archive, block, (4, 64, 64), container.read_bytes(), "0" * 64, array_sha256(volume))
+
+
+def test_convert_is_resumable_and_never_touches_the_source(tmp_path: Path) -> None:
+    from flows.cli import main
+    from flows.synthetic import write_slice_folder
+    from tasks.convert import convert_volume
+    from tasks.volumes import resolve_source
+
+    volume = em_like((6, 70, 90), seed=10)
+    folder = tmp_path / "run7"
+    write_slice_folder(volume, folder)
+    before = {p.name: file_sha256(p) for p in folder.iterdir()}
+    archive = tmp_path / "run7-emzip.zarr"
+
+    def stop_after_two(stage: str, done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt  # an operator's Ctrl-C mid-conversion
+
+    source = resolve_source(folder, layout="slices")
+    with pytest.raises(KeyboardInterrupt):
+        convert_volume(source, archive, Settings(steps=0), (4, 64, 64), progress=stop_after_two)
+    assert main(["convert", str(folder), str(archive), "--layout", "slices", "--block", "4,64,64", "--quiet"]) == 0
+    report = convert_volume(source, archive, Settings(steps=0), (4, 64, 64))
+    assert (report.converted, report.already_done, report.blocks) == (0, 8, 8)
+    np.testing.assert_array_equal(zarr.open_array(str(archive), mode="r")[:], volume)
+    assert {p.name: file_sha256(p) for p in folder.iterdir()} == before
