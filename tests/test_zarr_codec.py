@@ -69,7 +69,7 @@ def test_a_corrupted_chunk_is_an_error_never_data(tmp_path: Path) -> None:
     damaged = bytearray(chunk.read_bytes())
     damaged[len(damaged) // 2] ^= 0x10
     chunk.write_bytes(bytes(damaged))
-    with pytest.raises(EmzipError):
+    with pytest.raises(EmzipError, match=r"chunk .*c\.zarr/c/0/0/0: .*damaged"):
         zarr.open_array(str(tmp_path / "c.zarr"), mode="r")[:]
 
 
