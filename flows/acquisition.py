@@ -247,7 +247,9 @@ def acquisition_flow(
     logger = get_run_logger()
     outbox_path = Path(outbox)
     source = resolve_source(acquisition, volume_name, layout)  # type: ignore[arg-type]
-    settings = Settings().with_overrides(**(codec or {}))
+    # The separate verifying decode (verifier pool) follows every encode here: the codec's own
+    # in-process check would be a second decode of the same block (the record says which ran).
+    settings = Settings().with_overrides(**{"verify": False, **(codec or {})})
     backend = backend_from_config(transfer)
     ledger_db = Ledger(ledger or outbox_path / "ledger.sqlite")
     worker = worker_identity()

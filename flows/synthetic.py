@@ -115,3 +115,42 @@ def write_chunked(
         raise ValueError(f"unknown layout {layout!r}")
     store = ts.open(spec, create=True).result()
     store.write(volume).result()
+
+
+def write_inbox(
+    volume: np.ndarray,
+    grid: tuple[int, int, int],
+    inbox: Path,
+    name: str = "vol",
+    codec: dict[str, Any] | None = None,
+) -> list[Path]:
+    """A data center inbox as the edge leaves it: ``<inbox>/<name>/<block>.emz`` + ``.prov.json``.
+
+    Each block of ``grid`` is coded with the codec (``codec`` holds ``Settings`` fields) and gets
+    the provenance record the edge writes; returns the containers. For restore tests and benches
+    that need received blocks without running the edge flow.
+    """
+    from codec.settings import Settings
+    from tasks.encoding import encode_to_outbox, outbox_paths
+    from tasks.grid import block_grid
+    from tasks.provenance import new_record, write_record
+
+    settings = Settings().with_overrides(**(codec or {}))
+    shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
+    containers = []
+    for block in block_grid(name, shape, grid):
+        data = np.ascontiguousarray(volume[block.z0 : block.z1, block.y0 : block.y1, block.x0 : block.x1])
+        encoded, _ = encode_to_outbox(block, data, settings, inbox)
+        record = new_record(
+            block,
+            volume_shape=shape,
+            block_shape=grid,
+            dtype=data.dtype.str,
+            voxel_size=(30.0, 8.0, 8.0),
+            units="nm",
+            source={"layout": "generated"},
+        )
+        record["encoding"] = encoded.encoding
+        write_record(outbox_paths(inbox, block)[1], record)
+        containers.append(encoded.container_path)
+    return containers

@@ -3,8 +3,9 @@
 The array keeps the acquisition's dtype, its (z, y, x) dimension names, and its metadata (voxel
 size, units, where it came from) in the zarr attributes. Shards are the size of a block, so one
 block's write replaces whole shard files, each written by TensorStore through a temporary name and
-a rename; a block is read back and its sha256 compared with the provenance record before anyone
-may call it restored. The array grows (never shrinks) as blocks of a growing acquisition arrive.
+a rename; a block is read back through zarr-python (the public zarr API) and its sha256 compared
+with the provenance record before anyone may call it restored. The array grows (never shrinks)
+as blocks of a growing acquisition arrive.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import tensorstore as ts
+import zarr
 
 from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
@@ -102,13 +104,17 @@ def write_block(store: ts.TensorStore, block: BlockRef, data: np.ndarray, expect
     (z0, z1), (y0, y1), (x0, x1) = block.bounds
     try:
         store[z0:z1, y0:y1, x0:x1].write(data).result()
-        failpoint("restore.write")
-        # Read back through a fresh context (no cache) so the bytes come from disk.
-        fresh = ts.open(store.spec(minimal_spec=True), open=True, context=ts.Context()).result()
-        stored = fresh[z0:z1, y0:y1, x0:x1].read().result()
     except ValueError as exc:
         raise RestoreError(f"{block.block_id}: writing into the destination failed: {exc}") from exc
-    readback = array_sha256(stored)
+    failpoint("restore.write")
+    # Read back from disk through the public zarr API (zarr-python, no cache shared with the
+    # writer): what any analysis tool will read is what the record promises.
+    location = store.kvstore.path if store.kvstore is not None else None
+    try:
+        stored = zarr.open_array(location, mode="r")[z0:z1, y0:y1, x0:x1]
+    except Exception as exc:  # zarr raises many types; all mean "does not read back"
+        raise RestoreError(f"{block.block_id}: reading the destination back failed: {exc}") from exc
+    readback = array_sha256(np.asarray(stored))
     if readback != expected_sha256:
         raise RestoreError(
             f"{block.block_id}: destination read back sha256 {readback[:12]}, expected {expected_sha256[:12]}"

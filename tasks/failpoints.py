@@ -15,6 +15,9 @@ import signal
 from collections import Counter
 
 ENVIRONMENT = "EMZIP_FAILPOINT"
+#: A file path: the point fires only in the one process that creates it (a pool's replacement
+#: worker, started with the same environment, then runs through).
+ONCE = "EMZIP_FAILPOINT_ONCE"
 #: Every point in the code, in pipeline order (the harness sweeps them all).
 POINTS = (
     "encode.train",  # inside training (the codec's progress callback)
@@ -29,10 +32,12 @@ POINTS = (
     "restore.write",  # the block's voxels written into the volume, not yet read back
     "restore.written",  # written and read back, ledger still says shipped
 )
+#: Points in helper processes (not the flow's): a verifier pool worker mid-decode.
+WORKER_POINTS = ("verifier.decoding",)
 
 _passes: Counter[str] = Counter()
 
-__all__ = ["ENVIRONMENT", "POINTS", "failpoint"]
+__all__ = ["ENVIRONMENT", "ONCE", "POINTS", "WORKER_POINTS", "failpoint"]
 
 
 def failpoint(name: str) -> None:
@@ -44,5 +49,12 @@ def failpoint(name: str) -> None:
     if point != name:
         return
     _passes[name] += 1
-    if _passes[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _passes[name] < int(nth or 1):
+        return
+    once = os.environ.get(ONCE)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -34,7 +34,15 @@ from tasks.validation import ValidBlock, validate_record
 #: Largest provenance record read (real ones are a few kB).
 MAX_RECORD_BYTES = 1 << 20
 
-__all__ = ["TARGETS", "InboxScan", "ReceivedBlock", "find_received", "restore_block"]
+__all__ = [
+    "TARGETS",
+    "InboxScan",
+    "ReceivedBlock",
+    "find_received",
+    "load_received",
+    "prepare_targets",
+    "restore_block",
+]
 
 
 @dataclass(frozen=True)
@@ -94,34 +102,77 @@ def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
         return scan
     for container in sorted(inbox.glob("*/*.emz")):
         try:
-            check_volume_name(container.parent.name, str(container.parent))
-            inside(inbox, container.parent.name, container.name)
-        except UnsafeInputError as exc:
-            scan.refused[str(container)] = str(exc)
-            continue
-        record_path = container.with_name(container.stem + ".prov.json")
-        if not record_path.exists():
-            scan.waiting[str(container)] = "provenance record not arrived yet"
-            continue
-        try:
-            record = _read_record(record_path)
-            valid = validate_record(record, record_path, container)
-        except _IncompleteRecordError as exc:
+            item = load_received(inbox, container, done)
+        except _WaitingError as exc:
             scan.waiting[str(container)] = str(exc)
             continue
         except UnsafeInputError as exc:
             scan.refused[str(container)] = str(exc)
             continue
-        if valid.block.block_id in done:
-            continue
-        if container.stat().st_size != valid.compressed_bytes or file_sha256(container) != valid.compressed_sha256:
-            scan.waiting[str(container)] = "size or sha256 differs from its record (still arriving or damaged)"
-            continue
-        scan.received.append(ReceivedBlock(valid, container, record_path, record))
+        if item is not None:
+            scan.received.append(item)
     return scan
 
 
+class _WaitingError(Exception):
+    """Not usable yet: the record has not arrived, or the files are still being written."""
+
+
+def load_received(inbox: Path, container: Path, done: frozenset[str] = frozenset()) -> ReceivedBlock | None:
+    """One received block, validated from its files (None if its id is in ``done``).
+
+    Raises ``UnsafeInputError`` (refuse it) or an internal waiting error (look again later). A
+    restore worker calls this itself with the paths it was given, so nothing but file names
+    crosses from the flow to a (possibly remote) worker.
+    """
+    check_volume_name(container.parent.name, str(container.parent))
+    inside(inbox, container.parent.name, container.name)
+    record_path = container.with_name(container.stem + ".prov.json")
+    if not record_path.exists():
+        raise _WaitingError("provenance record not arrived yet")
+    try:
+        record = _read_record(record_path)
+    except _IncompleteRecordError as exc:
+        raise _WaitingError(str(exc)) from exc
+    valid = validate_record(record, record_path, container)
+    if valid.block.block_id in done:
+        return None
+    if container.stat().st_size != valid.compressed_bytes or file_sha256(container) != valid.compressed_sha256:
+        raise _WaitingError("size or sha256 differs from its record (still arriving or damaged)")
+    return ReceivedBlock(valid, container, record_path, record)
+
+
+def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind: str) -> None:
+    """Create (or grow) every volume or archive these blocks go into, before workers write blocks.
+
+    Parallel workers then only open them: creating and resizing stay in one place, never raced.
+    """
+    by_volume: dict[str, list[ReceivedBlock]] = {}
+    for item in items:
+        by_volume.setdefault(item.block.volume, []).append(item)
+    for name, members in by_volume.items():
+        first = members[0]
+        shape = tuple(max(m.valid.volume_shape[axis] for m in members) for axis in range(3))
+        extent = (shape[0], shape[1], shape[2])
+        target = inside(restored_root, f"{name}.zarr")
+        attributes = _attributes(first)
+        if target_kind == "archive":
+            open_archive(target, extent, first.valid.dtype, first.valid.block_shape, attributes)
+        else:
+            open_destination(target, extent, first.valid.dtype, first.valid.block_shape, attributes)
+
+
 TARGETS = ("volume", "archive")
+
+
+def _attributes(item: ReceivedBlock) -> dict[str, Any]:
+    """The restored volume's attributes: voxel size, units, where it came from."""
+    volume = item.record["volume"]
+    return {
+        "voxel_size": volume.get("voxel_size"),
+        "units": volume.get("units"),
+        "emzip": {"source": volume.get("source"), "restored_from": str(item.container_path.parent)},
+    }
 
 
 def restore_block(
@@ -139,12 +190,7 @@ def restore_block(
     started = time.monotonic()
     valid, record = item.valid, item.record
     target = inside(restored_root, f"{valid.block.volume}.zarr")
-    volume = record["volume"]
-    attributes = {
-        "voxel_size": volume.get("voxel_size"),
-        "units": volume.get("units"),
-        "emzip": {"source": volume.get("source"), "restored_from": str(item.container_path.parent)},
-    }
+    attributes = _attributes(item)
     if target_kind == "archive":
         open_archive(target, valid.volume_shape, valid.dtype, valid.block_shape, attributes)
         shipped = item.container_path.read_bytes()

@@ -19,9 +19,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from codec.settings import Settings
+from tasks.destination import RestoreError
 from tasks.encoding import EncodedBlock, encode_to_outbox
 from tasks.grid import BlockRef
-from tasks.restoring import ReceivedBlock, restore_block
+from tasks.restoring import load_received, restore_block
 from tasks.transfer import TransferBackend, TransferBatch, TransferReport, TransientTransferError
 from tasks.verification import VerifyResult, verify_container
 from tasks.volumes import VolumeError, VolumeSource, open_volume
@@ -144,8 +145,17 @@ def ship_batch(backend: TransferBackend, batch: TransferBatch, submission_id: st
 
 
 @task(name="restore-block", task_run_name="restore {block_id}", cache_policy=NO_CACHE)
-def restore_one(block_id: str, item: ReceivedBlock, restored_root: str, target: str = "volume") -> dict[str, Any]:
-    """Restore a received block into a volume or an archive (``tasks.restoring``), checking its sha256."""
+def restore_one(
+    block_id: str, inbox: str, container: str, restored_root: str, target: str = "volume"
+) -> dict[str, Any]:
+    """Restore a received block into a volume or an archive (``tasks.restoring``), checking its sha256.
+
+    Takes file names only: the worker (a thread, or a Dask worker on another node) validates the
+    block's record itself before using it.
+    """
+    item = load_received(Path(inbox), Path(container))
+    if item is None or item.block.block_id != block_id:
+        raise RestoreError(f"{block_id}: {container} no longer holds this block")
     section = restore_block(item, Path(restored_root), target_kind=target)
     get_run_logger().info("%s: restored into %s, sha256 verified", block_id, section["volume_path"])
     return section

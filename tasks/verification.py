@@ -1,23 +1,20 @@
 """Verify a container in a separate process: decode from disk, compare sha256, shape and dtype.
 
-A fresh interpreter with one torch thread decodes the file exactly as the data center will (no
-state shared with the encoder: not its model objects, caches or thread settings), so a container
-that passes here decodes anywhere. Nothing is shipped unless this passes.
+Another interpreter with one torch thread and no CUDA decodes the file exactly as the data center
+will (no state shared with the encoder: not its model objects, caches or thread settings), so a
+container that passes here decodes anywhere. The interpreters are long-lived workers of
+``tasks.verifier_pool`` (start-up paid once, not per block). Nothing is shipped unless this passes.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tasks.checksums import file_sha256
-from tasks.failpoints import failpoint
+from tasks.verifier_pool import VerifierFailedError, VerifierPool, shared_pool
 
 __all__ = ["VerificationError", "VerifyResult", "verify_container"]
 
@@ -50,32 +47,24 @@ def verify_container(
     compressed_sha256: str,
     shape: tuple[int, ...],
     dtype: str,
-    timeout: float = 1800.0,
+    pool: VerifierPool | None = None,
 ) -> VerifyResult:
-    """Decode ``path`` in a new process and compare; raise ``VerificationError`` on any difference."""
+    """Decode ``path`` in a pool worker process and compare; raise ``VerificationError`` on any difference.
+
+    ``pool`` defaults to this process's shared pool. A worker that dies or hangs is replaced and
+    the block verified again; twice is a ``VerificationError`` (never a pass).
+    """
     started = time.monotonic()
     on_disk = file_sha256(path)
     if on_disk != compressed_sha256:
         raise VerificationError(f"{path}: container on disk has sha256 {on_disk[:12]}, wrote {compressed_sha256[:12]}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    with subprocess.Popen(
-        [sys.executable, "-m", "tasks.verify_worker", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as worker:
-        failpoint("verify.decoding")
-        try:
-            stdout, stderr = worker.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            worker.kill()
-            worker.communicate()
-            raise VerificationError(f"{path}: verifying decode took longer than {timeout:.0f} s") from exc
-    if worker.returncode != 0:
-        last = (stderr.strip().splitlines() or ["no output"])[-1]
-        raise VerificationError(f"{path}: verifying decode failed: {last}")
-    seen = json.loads(stdout)
+    try:
+        seen = (pool or shared_pool()).check(path)
+    except VerifierFailedError as exc:
+        raise VerificationError(str(exc)) from exc
+    if not seen["ok"]:
+        raise VerificationError(f"{path}: verifying decode failed: {seen['error']}")
+    retried = f", after {'; '.join(seen['lost_verifiers'])}" if seen["lost_verifiers"] else ""
     result = VerifyResult(
         ok=False,
         decoded_sha256=seen["sha256"],
@@ -83,7 +72,7 @@ def verify_container(
         shape=tuple(seen["shape"]),
         dtype=seen["dtype"],
         seconds=round(time.monotonic() - started, 3),
-        process=f"pid {seen['pid']}, torch threads {seen['threads']}",
+        process=f"verifier pool worker pid {seen['pid']}, torch threads {seen['threads']}{retried}",
     )
     if result.shape != tuple(shape) or result.dtype != dtype:
         raise VerificationError(f"{path}: decoded {result.dtype}{list(result.shape)}, expected {dtype}{list(shape)}")

@@ -1,6 +1,11 @@
-"""``python -m tasks.verify_worker FILE``: decode a container, print sha256/shape/dtype as JSON.
+"""A verifying decoder in its own interpreter: one file per call, or a long-lived server.
 
-Run by ``tasks.verification`` in a fresh process; exits non-zero with the error on stderr.
+``python -m tasks.verify_worker FILE`` decodes one container and prints sha256/shape/dtype as
+JSON (exits non-zero with the error on stderr). ``python -m tasks.verify_worker --serve`` reads
+one container path per line on stdin and answers one JSON line per path on stdout, until stdin
+closes: the long-lived workers of ``tasks.verifier_pool``, which pay interpreter start-up and the
+torch import once instead of per block. Either way: one torch thread, no CUDA (the caller's
+environment), nothing shared with the encoder.
 """
 
 from __future__ import annotations
@@ -9,31 +14,54 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from codec import decompress
 from codec.errors import EmzipError
 from tasks.checksums import array_sha256
+from tasks.failpoints import failpoint
 
 
-def main(argv: list[str]) -> int:
-    """Decode ``argv[0]`` and report."""
-    torch.set_num_threads(1)
-    path = Path(argv[0])
-    try:
-        array = decompress(path.read_bytes())
-    except (EmzipError, OSError) as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
-        return 1
-    report = {
+def report(path: Path) -> dict[str, Any]:
+    """Decode ``path``; what the verifier saw (raises EmzipError or OSError)."""
+    array = decompress(path.read_bytes())
+    return {
         "sha256": array_sha256(array),
         "shape": list(array.shape),
         "dtype": array.dtype.str,
         "pid": os.getpid(),
         "threads": torch.get_num_threads(),
     }
-    print(json.dumps(report))
+
+
+def serve() -> int:
+    """Answer one JSON line per container path read from stdin; return when stdin closes."""
+    for line in sys.stdin:
+        path = Path(line.rstrip("\n"))
+        failpoint("verifier.decoding")
+        try:
+            answer = {"ok": True, **report(path)}
+        except (EmzipError, OSError) as exc:
+            answer = {"ok": False, "error": f"{path}: {exc}", "pid": os.getpid()}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """One file, or ``--serve``."""
+    torch.set_num_threads(1)
+    if argv == ["--serve"]:
+        return serve()
+    path = Path(argv[0])
+    try:
+        seen = report(path)
+    except (EmzipError, OSError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(seen))
     return 0
 
 

@@ -13,13 +13,11 @@ import zarr
 from codec.errors import EmzipError
 from codec.settings import Settings
 from codec.zarr_codec import EmzipCodec
-from flows.synthetic import em_like
+from flows.synthetic import em_like, write_inbox
 from tasks.archive import chunk_path, place_block
 from tasks.checksums import array_sha256, file_sha256
 from tasks.destination import RestoreError
-from tasks.encoding import encode_to_outbox, outbox_paths
 from tasks.grid import block_grid
-from tasks.provenance import new_record, write_record
 
 SERIALIZER = {"name": "emzip", "configuration": {"settings": {"steps": 5}}}
 
@@ -73,32 +71,13 @@ def test_a_corrupted_chunk_is_an_error_never_data(tmp_path: Path) -> None:
         zarr.open_array(str(tmp_path / "c.zarr"), mode="r")[:]
 
 
-def _inbox(root: Path, volume: np.ndarray, grid: tuple[int, int, int]) -> Path:
-    """A data center inbox as the edge leaves it: one container and one record per block."""
-    inbox = root / "inbox"
-    for block in block_grid("vol", volume.shape, grid):
-        data = np.ascontiguousarray(volume[block.z0 : block.z1, block.y0 : block.y1, block.x0 : block.x1])
-        encoded, _ = encode_to_outbox(block, data, Settings(steps=0), inbox)
-        record = new_record(
-            block,
-            volume_shape=volume.shape,
-            block_shape=grid,
-            dtype=data.dtype.str,
-            voxel_size=(30.0, 8.0, 8.0),
-            units="nm",
-            source={"layout": "test"},
-        )
-        record["encoding"] = encoded.encoding
-        write_record(outbox_paths(inbox, block)[1], record)
-    return inbox
-
-
 def test_inbox_restored_as_archive_reads_back_identical_through_zarr(prefect_api: str, tmp_path: Path) -> None:
     from flows.restore import restore_flow
 
     volume = em_like((6, 70, 90), seed=8)
     grid = (4, 64, 64)
-    inbox = _inbox(tmp_path, volume, grid)
+    inbox = tmp_path / "inbox"
+    write_inbox(volume, grid, inbox, codec={"steps": 0})
     result = restore_flow(inbox=str(inbox), restored=str(tmp_path / "archive"), target="archive")
     assert result["progress"]["restored"] == 8 and not result["refused"]
     archive = zarr.open_array(str(tmp_path / "archive" / "vol.zarr"), mode="r")
@@ -112,7 +91,8 @@ def test_inbox_restored_as_archive_reads_back_identical_through_zarr(prefect_api
 
 def test_a_container_that_does_not_read_back_leaves_no_chunk(tmp_path: Path) -> None:
     volume = em_like((4, 64, 64), seed=9)
-    inbox = _inbox(tmp_path, volume, (4, 64, 64))
+    inbox = tmp_path / "inbox"
+    write_inbox(volume, (4, 64, 64), inbox, codec={"steps": 0})
     [block] = block_grid("vol", volume.shape, (4, 64, 64))
     container = inbox / "vol" / f"{block.file_stem}.emz"
     from tasks.archive import open_archive

@@ -1,0 +1,139 @@
+"""Long-lived verifying decoders: the edge's independent check without a new interpreter per block.
+
+Each worker is ``python -m tasks.verify_worker --serve`` in its own process (one torch thread,
+``CUDA_VISIBLE_DEVICES`` empty, nothing shared with the encoder), started once and reused: a new
+interpreter plus the torch import cost 1.5-2.3 s per block here, a request to a running worker a
+few milliseconds. A worker that dies (EOF on its stdout) or hangs (no answer within the timeout)
+is killed and replaced, and the block is verified again on the new worker, once; a block is never
+passed because its verifier failed. The pool is per process and thread-safe.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import selectors
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from tasks.failpoints import failpoint
+
+DEFAULT_TIMEOUT = 1800.0
+
+__all__ = ["VerifierFailedError", "VerifierPool", "shared_pool"]
+
+
+class VerifierFailedError(Exception):
+    """The verifying process died or hung twice on the same container."""
+
+
+class _Worker:
+    """One ``verify_worker --serve`` process."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tasks.verify_worker", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def ask(self, path: Path, timeout: float) -> dict[str, Any] | str:
+        """The worker's answer for ``path``, or why there is none (it died, or hung past ``timeout`` s)."""
+        stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+        stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+        try:
+            stdin.write(f"{path}\n")
+            stdin.flush()
+        except OSError:
+            return f"pid {self.pid} died before the request (exit {self.process.wait()})"
+        failpoint("verify.decoding")
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                return f"pid {self.pid} hung (no answer in {timeout:g} s)"
+        line = stdout.readline()
+        if not line:
+            return f"pid {self.pid} died (exit {self.process.wait()})"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class VerifierPool:
+    """Up to ``size`` verifying processes, started on demand and replaced when they fail."""
+
+    def __init__(self, size: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.size = max(1, size)
+        self.timeout = timeout
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._started = 0
+        self._lock = threading.Lock()
+        self.replaced = 0
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            if self._idle.empty() and self._started < self.size:
+                self._started += 1
+                return _Worker()
+        return self._idle.get()
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.stop()
+        with self._lock:
+            self._started -= 1
+            self.replaced += 1
+
+    def check(self, path: Path) -> dict[str, Any]:
+        """Decode ``path`` in a pool worker: its answer (``ok``, sha256, shape, dtype, pid, threads).
+
+        A worker that dies or hangs is replaced and the container verified again once; a second
+        failure raises ``VerifierFailedError``. The answer's ``attempts`` says how many it took.
+        """
+        lost: list[str] = []
+        for attempt in (1, 2):
+            worker = self._take()
+            answer = worker.ask(path, self.timeout)
+            if isinstance(answer, str):
+                lost.append(answer)
+                self._retire(worker)
+                continue
+            self._idle.put(worker)
+            return {**answer, "attempts": attempt, "lost_verifiers": lost}
+        raise VerifierFailedError(f"{path}: verifying decoder failed twice: {'; '.join(lost)}")
+
+    def close(self) -> None:
+        """Stop every idle worker (they also exit by themselves when this process ends)."""
+        while not self._idle.empty():
+            self._idle.get().stop()
+        with self._lock:
+            self._started = 0
+
+
+_shared: VerifierPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> VerifierPool:
+    """This process's pool (one worker per two CPU cores, at least one), closed at exit."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = VerifierPool(size=max(1, (os.cpu_count() or 2) // 2))
+            atexit.register(_shared.close)
+        return _shared

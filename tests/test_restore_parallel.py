@@ -1,0 +1,41 @@
+"""Restoring in parallel: blocks on a Dask cluster, and several restore runs on one inbox."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from bench.reliability.harness import run_flow_process, transitions
+from flows.demo import read_restored
+from flows.restore import restore_flow
+from flows.synthetic import em_like, write_inbox
+
+GRID = (4, 64, 64)
+
+
+def test_dask_workers_restore_an_identical_volume(prefect_api: str, tmp_path: Path) -> None:
+    from prefect_dask import DaskTaskRunner
+
+    volume = em_like((8, 64, 128), seed=12)
+    inbox = tmp_path / "inbox"
+    write_inbox(volume, GRID, inbox, codec={"steps": 5})
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": None})
+    result = restore_flow.with_options(task_runner=runner)(inbox=str(inbox), restored=str(tmp_path / "restored"))
+    assert result["handled"] == 4 and result["progress"]["restored"] == 4
+    np.testing.assert_array_equal(read_restored(tmp_path / "restored" / "vol.zarr"), volume)
+
+
+def test_two_restore_runs_on_one_inbox_restore_each_block_once(prefect_api: str, tmp_path: Path) -> None:
+    volume = em_like((12, 64, 128), seed=13)
+    inbox = tmp_path / "inbox"
+    write_inbox(volume, GRID, inbox, codec={"steps": 5})
+    params = {"inbox": str(inbox), "restored": str(tmp_path / "restored")}
+    other = threading.Thread(target=run_flow_process, args=("restore", params, None))
+    other.start()  # another process on the same inbox and ledger, at the same time
+    restore_flow(**params)
+    other.join()
+    counts = transitions(tmp_path / "restored" / "ledger.sqlite", "restored")
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts
+    np.testing.assert_array_equal(read_restored(tmp_path / "restored" / "vol.zarr"), volume)

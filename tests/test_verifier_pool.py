@@ -1,0 +1,76 @@
+"""The verifier pool: long-lived verifying decoders, replaced when they die, never passing a block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codec import Settings, compress
+from flows.synthetic import em_like
+from tasks.checksums import array_sha256, file_sha256
+from tasks.failpoints import ENVIRONMENT, ONCE
+from tasks.verification import VerificationError, verify_container
+from tasks.verifier_pool import VerifierPool
+
+
+@pytest.fixture()
+def container(tmp_path: Path) -> tuple[Path, str]:
+    block = em_like((4, 64, 64), seed=11)
+    path = tmp_path / "block.emz"
+    path.write_bytes(compress(block, Settings(steps=5)))
+    return path, array_sha256(block)
+
+
+def _verify(path: Path, raw: str, pool: VerifierPool) -> object:
+    return verify_container(
+        path, raw_sha256=raw, compressed_sha256=file_sha256(path), shape=(4, 64, 64), dtype="|u1", pool=pool
+    )
+
+
+def test_workers_are_reused(container: tuple[Path, str]) -> None:
+    path, raw = container
+    pool = VerifierPool(size=1)
+    try:
+        first, second = pool.check(path), pool.check(path)
+        assert first["ok"] and first["sha256"] == raw and first["threads"] == 1
+        assert first["pid"] == second["pid"] and pool.replaced == 0
+    finally:
+        pool.close()
+
+
+def test_a_verifier_killed_mid_block_is_replaced_and_the_block_verified_again(
+    container: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, raw = container
+    monkeypatch.setenv(ENVIRONMENT, "verifier.decoding")
+    monkeypatch.setenv(ONCE, str(tmp_path / "fired"))  # only the first worker dies
+    pool = VerifierPool(size=1)
+    try:
+        result = _verify(path, raw, pool)
+        assert result.ok  # type: ignore[attr-defined]
+        assert "died" in result.process and pool.replaced == 1  # type: ignore[attr-defined]
+    finally:
+        pool.close()
+
+
+def test_verifiers_that_keep_dying_fail_the_block(container: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path, raw = container
+    monkeypatch.setenv(ENVIRONMENT, "verifier.decoding")  # every worker dies
+    pool = VerifierPool(size=1)
+    try:
+        with pytest.raises(VerificationError, match="failed twice"):
+            _verify(path, raw, pool)
+    finally:
+        pool.close()
+
+
+def test_a_hung_verifier_is_replaced(container: tuple[Path, str]) -> None:
+    path, raw = container
+    pool = VerifierPool(size=1, timeout=0.001)  # no worker answers this fast: both attempts "hang"
+    try:
+        with pytest.raises(VerificationError, match="hung"):
+            _verify(path, raw, pool)
+        assert pool.replaced == 2
+    finally:
+        pool.close()
