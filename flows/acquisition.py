@@ -40,9 +40,12 @@ from tasks.shipping import assign_batches, backend_from_config, batch_files, out
 from tasks.steps import encode_block, read_block, ship_batch, verify_block
 from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
 from tasks.transfer import prune_outbox as prune_outbox_files
+from tasks.verification import VerifyResult
 from tasks.volumes import Volume, open_volume, resolve_source
 
 EDGE_STATES = ("discovered", "encoded", "verified")
+#: Verifying decodes running beside training (one verifier pool worker per two cores decodes them).
+MAX_VERIFYING = 2
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,10 @@ def _encode_and_record(
     return encoded, state
 
 
-def _bring_to_verified(
+def _bring_to_encoded(
     ledger: Ledger, worker: str, run: _Run, record: BlockRecord, warm: dict[str, torch.Tensor] | None
 ) -> tuple[BlockRecord | None, dict[str, torch.Tensor] | None]:
-    """Do what a claimed block still needs (encode, then verify); None if it must start over."""
+    """Encode a claimed block if it still needs it; None if it must start over (outbox files lost)."""
     outbox = run.outbox
     if record.state == "discovered":
         encoded, warm = _encode_and_record(run, record.block, warm)
@@ -101,19 +104,18 @@ def _bring_to_verified(
             outbox_path=str(encoded.container_path),
             timings={"encode": round(encoded.seconds, 3)},
         )
-    if record.state == "encoded":
-        if not all(p.is_file() for p in outbox_paths(outbox, record.block)):
-            get_run_logger().warning("%s: outbox files missing after a restart; encoding again", record.block_id)
-            ledger.advance(record.block_id, worker, "discovered", release=True)
-            return None, warm
-        record = _verify(ledger, worker, record, outbox)
+    if record.state == "encoded" and not all(p.is_file() for p in outbox_paths(outbox, record.block)):
+        get_run_logger().warning("%s: outbox files missing after a restart; encoding again", record.block_id)
+        ledger.advance(record.block_id, worker, "discovered", release=True)
+        return None, warm
     return record, warm
 
 
-def _verify(ledger: Ledger, worker: str, record: BlockRecord, outbox: Path) -> BlockRecord:
+def _submit_verification(record: BlockRecord, outbox: Path) -> Any:
+    """Start the separate verifying decode of an encoded block (a future: the flow goes on)."""
     container, prov_path = outbox_paths(outbox, record.block)
     prov = load_record(prov_path)
-    result = verify_block(
+    return verify_block.submit(
         record.block_id,
         str(container),
         prov["encoding"]["raw_sha256"],
@@ -121,11 +123,31 @@ def _verify(ledger: Ledger, worker: str, record: BlockRecord, outbox: Path) -> B
         list(record.block.shape),
         prov["block"]["dtype"],
     )
+
+
+def _record_verification(
+    ledger: Ledger, worker: str, record: BlockRecord, outbox: Path, result: VerifyResult
+) -> BlockRecord:
+    """Write a passed verification into the block's record, then move the ledger to verified."""
+    _, prov_path = outbox_paths(outbox, record.block)
+    prov = load_record(prov_path)
     prov["verification"] = result.as_json()
     prov["timings_s"]["verify"] = result.seconds
     write_record(prov_path, prov)
     failpoint("verify.done")
     return ledger.advance(record.block_id, worker, "verified", timings={"verify": result.seconds})
+
+
+def _block_failed(ledger: Ledger, worker: str, record: BlockRecord, exc: Exception) -> Exception | None:
+    """Mark a block failed with the reason; on a full disk keep it retryable and return the error."""
+    logger = get_run_logger()
+    if out_of_space(exc):  # not the block's fault: keep it retryable, stop taking more
+        logger.error("%s: stopped, disk full: %s; the block stays %s", record.block_id, exc, record.state)
+        ledger.release(record.block_id, worker)
+        return exc
+    logger.error("%s: failed: %s", record.block_id, exc)
+    ledger.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
+    return None
 
 
 def _ship(
@@ -286,25 +308,41 @@ def acquisition_flow(
         verified: list[BlockRecord] = []
         disk_full: Exception | None = None
         held_back: set[str] = set()  # verified, but their transfer failed in this run: the next run ships them
-        while max_blocks is None or done < max_blocks:
+        # Verifications run in the verifier pool while the next block trains: at most
+        # ``MAX_VERIFYING`` at a time, so decoding never starves training of the CPU.
+        verifying: list[tuple[BlockRecord, Any]] = []
+
+        def settle(wait_for: int) -> None:
+            """Record finished verifications, waiting until at most ``wait_for`` are still running."""
+            nonlocal disk_full
+            still: list[tuple[BlockRecord, Any]] = []
+            for index, (pending, future) in enumerate(verifying):
+                if len(verifying) - index > wait_for or future.state.is_final():
+                    try:
+                        verified.append(_record_verification(ledger_db, worker, pending, outbox_path, future.result()))
+                    except Exception as exc:
+                        disk_full = disk_full or _block_failed(ledger_db, worker, pending, exc)
+                else:
+                    still.append((pending, future))
+            verifying[:] = still
+
+        while (max_blocks is None or done < max_blocks) and disk_full is None:
             claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1, exclude=held_back)
             if not claimed:
                 break
             record = claimed[0]
             try:
-                outcome, warm = _bring_to_verified(ledger_db, worker, run, record, warm)
+                outcome, warm = _bring_to_encoded(ledger_db, worker, run, record, warm)
                 if outcome is None:
                     continue  # its outbox files were lost: back to discovered, encoded again next turn
-                verified.append(outcome)
+                if outcome.state == "verified":  # verified before a restart: ship it
+                    verified.append(outcome)
+                else:
+                    verifying.append((outcome, _submit_verification(outcome, outbox_path)))
             except Exception as exc:
-                if out_of_space(exc):  # not the block's fault: keep it retryable, stop taking more
-                    logger.error("%s: stopped, disk full: %s; the block stays %s", record.block_id, exc, record.state)
-                    ledger_db.release(record.block_id, worker)
-                    disk_full = exc
-                    break
-                logger.error("%s: failed: %s", record.block_id, exc)
-                ledger_db.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
+                disk_full = _block_failed(ledger_db, worker, record, exc)
             done += 1
+            settle(wait_for=MAX_VERIFYING)
             if len(verified) >= batch_size:
                 shipped = _ship(
                     ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox
@@ -312,6 +350,7 @@ def acquisition_flow(
                 held_back.update(r.block_id for r in verified if r.block_id not in shipped)
                 verified = []
             update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
+        settle(wait_for=0)
         if verified:
             _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox)
         if disk_full is not None:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_codec_imports_no_pipeline_packages() -> None:
     probe = (
         "import sys, codec, codec.api, codec.learned, codec.fallback; "
-        "bad = [m for m in ('prefect', 'globus_sdk', 'tensorstore') if m in sys.modules]; "
+        "bad = [m for m in ('prefect', 'globus_sdk', 'tensorstore', 'zarr') if m in sys.modules]; "
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
