@@ -16,21 +16,12 @@ from bench.reliability.harness import BLOCK, VOLUME, restored_volume
 
 def good_block(inbox: Path) -> tuple[Path, dict[str, Any], np.ndarray]:
     """One genuine received block (container + record) in ``inbox/vol``; (container, record, data)."""
-    from codec.settings import Settings
-    from flows.synthetic import em_like
-    from tasks.encoding import encode_to_outbox, outbox_paths
-    from tasks.grid import BlockRef
-    from tasks.provenance import new_record, write_record
+    from flows.synthetic import em_like, write_inbox
 
     data = em_like(BLOCK, seed=3)
-    block = BlockRef(VOLUME, 0, BLOCK[0], 0, BLOCK[1], 0, BLOCK[2])
-    encoded, _ = encode_to_outbox(block, data, Settings().with_overrides(steps=0), inbox)
-    record = new_record(
-        block, volume_shape=BLOCK, block_shape=BLOCK, dtype=data.dtype.str, voxel_size=None, units=None, source={}
-    )
-    record["encoding"] = encoded.encoding
-    write_record(outbox_paths(inbox, block)[1], record)
-    return encoded.container_path, record, data
+    [container] = write_inbox(data, BLOCK, inbox, name=VOLUME, codec={"steps": 0})
+    record = json.loads(container.with_name(container.stem + ".prov.json").read_text())
+    return container, record, data
 
 
 def _crafts(record: dict[str, Any], outside: Path) -> dict[str, Callable[[dict[str, Any]], Any]]:
