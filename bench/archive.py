@@ -39,6 +39,7 @@ def measure(volume: np.ndarray, name: str, block: tuple[int, int, int], work: Pa
     from codec import Settings, compress
     from tasks.archive import chunk_path, open_archive
     from tasks.atomic import atomic_write_bytes
+    from tasks.checksums import array_sha256
     from tasks.destination import open_destination, write_block
     from tasks.grid import block_grid
 
@@ -54,7 +55,7 @@ def measure(volume: np.ndarray, name: str, block: tuple[int, int, int], work: Pa
         atomic_write_bytes(chunk_path(archive, ref, block), compress(data, Settings()))
         seconds["emzip encode"] += time.perf_counter() - started
         started = time.perf_counter()
-        write_block(store, ref, data, _sha(data))
+        write_block(store, ref, data, array_sha256(data))
         seconds["zstd write"] += time.perf_counter() - started
         started = time.perf_counter()
         jpegxl_bytes += sum(len(imagecodecs.jpegxl_encode(s, lossless=True, effort=7)) for s in data)
@@ -83,12 +84,6 @@ def measure(volume: np.ndarray, name: str, block: tuple[int, int, int], work: Pa
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "region_read_mb_s": rates,
     }
-
-
-def _sha(data: np.ndarray) -> str:
-    from tasks.checksums import array_sha256
-
-    return array_sha256(data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,8 +71,8 @@ class InboxScan:
     """path -> why it is refused (malformed or unsafe; left in place, never restored)."""
 
 
-class _IncompleteRecordError(Exception):
-    """The record is not complete JSON: most likely still arriving (transfers may write in place)."""
+class _WaitingError(Exception):
+    """Not usable yet: the record has not arrived, or the files are still being written."""
 
 
 def _read_record(path: Path) -> Any:
@@ -87,7 +87,8 @@ def _read_record(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _IncompleteRecordError(f"provenance record is not complete JSON yet ({exc})") from exc
+        # most likely still arriving: transfers may write in place
+        raise _WaitingError(f"provenance record is not complete JSON yet ({exc})") from exc
     except (ValueError, RecursionError) as exc:
         raise UnsafeInputError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc})") from exc
 
@@ -114,10 +115,6 @@ def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
     return scan
 
 
-class _WaitingError(Exception):
-    """Not usable yet: the record has not arrived, or the files are still being written."""
-
-
 def load_received(inbox: Path, container: Path, done: frozenset[str] = frozenset()) -> ReceivedBlock | None:
     """One received block, validated from its files (None if its id is in ``done``).
 
@@ -130,10 +127,7 @@ def load_received(inbox: Path, container: Path, done: frozenset[str] = frozenset
     record_path = container.with_name(container.stem + ".prov.json")
     if not record_path.exists():
         raise _WaitingError("provenance record not arrived yet")
-    try:
-        record = _read_record(record_path)
-    except _IncompleteRecordError as exc:
-        raise _WaitingError(str(exc)) from exc
+    record = _read_record(record_path)
     valid = validate_record(record, record_path, container)
     if valid.block.block_id in done:
         return None
@@ -152,8 +146,8 @@ def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind
         by_volume.setdefault(item.block.volume, []).append(item)
     for name, members in by_volume.items():
         first = members[0]
-        shape = tuple(max(m.valid.volume_shape[axis] for m in members) for axis in range(3))
-        extent = (shape[0], shape[1], shape[2])
+        z, y, x = (max(m.valid.volume_shape[axis] for m in members) for axis in range(3))
+        extent = (z, y, x)
         target = inside(restored_root, f"{name}.zarr")
         attributes = _attributes(first)
         if target_kind == "archive":
@@ -183,16 +177,15 @@ def restore_block(
     ``target_kind`` ``volume``: decode and write into a zstd zarr v3 volume (for TensorStore,
     neuroglancer and tools that cannot load a Python codec). ``archive``: place the container
     itself as the block's chunk of an emzip-coded zarr v3 array (``tasks.archive``), no decoding.
-    Both are read back and checked against the record's raw sha256.
+    Both are read back and checked against the record's raw sha256. The volume or archive is
+    created (and grown) beforehand by ``prepare_targets``, once per run, not by each block.
     """
     if target_kind not in TARGETS:
         raise ValueError(f"restore target must be one of {TARGETS}, got {target_kind!r}")
     started = time.monotonic()
     valid, record = item.valid, item.record
     target = inside(restored_root, f"{valid.block.volume}.zarr")
-    attributes = _attributes(item)
     if target_kind == "archive":
-        open_archive(target, valid.volume_shape, valid.dtype, valid.block_shape, attributes)
         shipped = item.container_path.read_bytes()
         place_block(target, valid.block, valid.block_shape, shipped, valid.compressed_sha256, valid.raw_sha256)
     else:
@@ -200,7 +193,7 @@ def restore_block(
             data = decompress(item.container_path.read_bytes())
         except EmzipError as exc:
             raise RestoreError(f"{valid.block.block_id}: {item.container_path} does not decode: {exc}") from exc
-        store = open_destination(target, valid.volume_shape, valid.dtype, valid.block_shape, attributes, context)
+        store = open_destination(target, valid.volume_shape, valid.dtype, valid.block_shape, _attributes(item), context)
         write_block(store, valid.block, data, valid.raw_sha256)
     failpoint("restore.written")
     section = {
