@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -13,11 +14,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks.diskspace import OutOfSpaceError, out_of_space
 from tasks.ledger import Ledger, worker_identity
 from tasks.restoring import find_received, prepare_targets
-from tasks.steps import restore_one
+from tasks.steps import DISK_FULL, FAILED, RESTORED, restore_blocks
 
 
 @flow(name="emzip-restore")
-def restore_flow(inbox: str, restored: str, ledger: str | None = None, target: str = "volume") -> dict[str, Any]:
+def restore_flow(
+    inbox: str,
+    restored: str,
+    ledger: str | None = None,
+    target: str = "volume",
+    blocks_per_task: int | None = None,
+) -> dict[str, Any]:
     """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
 
     ``target``: ``volume`` decodes into a zstd zarr v3 volume (TensorStore, neuroglancer);
@@ -29,6 +36,8 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None, target: s
     block is retried on the next run. Blocks are restored concurrently through the flow's task
     runner: threads here, Dask workers in ``restore_dask_flow``; a task whose worker dies is run
     again (each block's write is atomic per shard and read back, so a second write is harmless).
+    Each task restores ``blocks_per_task`` blocks (default ``default_blocks_per_task``): a task
+    run's fixed cost is paid once for several blocks.
     """
     logger = get_run_logger()
     started = time.monotonic()
@@ -52,31 +61,40 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None, target: s
         rows: list[dict[str, Any]] = []
         claimed = db.claim(worker, ("shipped",), limit=len(by_id), block_ids=list(by_id))
         prepare_targets([by_id[r.block_id] for r in claimed], Path(restored), target)
+        runner_seconds = _start_task_runner() if claimed else 0.0
         restoring = time.monotonic()
-        futures = {
-            r.block_id: restore_one.submit(r.block_id, inbox, str(by_id[r.block_id].container_path), restored, target)
-            for r in claimed
-        }
-        disk_full: Exception | None = None
-        for block_id, future in futures.items():
+        size = blocks_per_task or default_blocks_per_task(len(claimed))
+        tasks = []
+        for first in range(0, len(claimed), size):
+            chunk = [r.block_id for r in claimed[first : first + size]]
+            pairs = [(block_id, str(by_id[block_id].container_path)) for block_id in chunk]
+            label = chunk[0] if len(chunk) == 1 else f"{chunk[0]} +{len(chunk) - 1}"
+            tasks.append((chunk, restore_blocks.submit(label, pairs, inbox, restored, target)))
+        disk_full: str | None = None
+        for chunk, future in tasks:
             try:
-                section = future.result()
-            except Exception as exc:
-                if out_of_space(exc):  # not the block's fault: it stays shipped for the next run
-                    logger.error("%s: not restored, disk full: %s", block_id, exc)
+                outcomes = future.result()
+            except Exception as exc:  # the whole task failed (its worker lost for good): every block
+                state = DISK_FULL if out_of_space(exc) else FAILED
+                outcomes = {block_id: {"state": state, "reason": f"{type(exc).__name__}: {exc}"} for block_id in chunk}
+            for block_id in chunk:
+                outcome = outcomes.get(block_id) or {"state": FAILED, "reason": "its restore task did not report it"}
+                if outcome["state"] == RESTORED:
+                    section = outcome["section"]
+                    db.advance(block_id, worker, "restored", release=True, timings={"restore": section["seconds"]})
+                    rows.append({"block": block_id, "state": "restored", "volume": section["volume_path"]})
+                elif outcome["state"] == FAILED:
+                    logger.error("%s: restore failed: %s", block_id, outcome["reason"])
+                    db.fail(block_id, worker, outcome["reason"])
+                    rows.append({"block": block_id, "state": "failed", "reason": outcome["reason"]})
+                else:  # disk full, or not tried after it: not the block's fault, it stays shipped
+                    logger.error("%s: not restored, %s: %s", block_id, outcome["state"], outcome["reason"])
                     db.release(block_id, worker)
-                    disk_full = exc
-                    continue
-                logger.error("%s: restore failed: %s", block_id, exc)
-                db.fail(block_id, worker, f"{type(exc).__name__}: {exc}")
-                rows.append({"block": block_id, "state": "failed", "reason": str(exc)})
-                continue
-            db.advance(block_id, worker, "restored", release=True, timings={"restore": section["seconds"]})
-            rows.append({"block": block_id, "state": "restored", "volume": section["volume_path"]})
+                    disk_full = disk_full or outcome["reason"]
         restore_seconds = time.monotonic() - restoring
         progress = db.progress()
     if disk_full is not None:
-        raise OutOfSpaceError(f"{restored}: restore stopped, disk full: {disk_full}") from disk_full
+        raise OutOfSpaceError(f"{restored}: restore stopped, disk full: {disk_full}")
     if rows:
         create_table_artifact(rows, key="restored-blocks", description="blocks handled by this restore run")
     if scan.refused:
@@ -98,12 +116,53 @@ def restore_flow(inbox: str, restored: str, ledger: str | None = None, target: s
         "refused": scan.refused,
         "rows": rows,
         "restore_seconds": round(restore_seconds, 3),
+        "runner_start_seconds": round(runner_seconds, 3),
     }
+
+
+def _start_task_runner() -> float:
+    """Start the flow's Dask cluster now, if it has one not yet started; returns the seconds taken.
+
+    prefect-dask starts its cluster at the first submission; starting it here keeps worker
+    start-up (processes, imports) out of the restore phase's timing and reports it apart.
+    """
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not isinstance(runner, DaskTaskRunner):
+        return 0.0
+    started = time.monotonic()
+    runner.client  # noqa: B018 (the property starts or connects to the cluster)
+    return time.monotonic() - started
+
+
+#: The most blocks one restore task holds (what a killed worker's task does again).
+MAX_BLOCKS_PER_TASK = 8
+
+
+def default_blocks_per_task(blocks: int, workers: int | None = None) -> int:
+    """Blocks per restore task: about two tasks per worker, at most ``MAX_BLOCKS_PER_TASK``.
+
+    Two tasks per worker keep a slow block from leaving the other workers idle at the end; the
+    cap keeps a lost worker's redo short and the ledger's progress moving on long runs.
+    ``workers`` defaults to ``EMZIP_DASK_WORKERS`` or this node's cores (set the variable when
+    restoring on a cluster elsewhere).
+    """
+    count = workers or int(os.environ.get("EMZIP_DASK_WORKERS") or os.cpu_count() or 1)
+    return max(1, min(MAX_BLOCKS_PER_TASK, math.ceil(blocks / (2 * count))))
+
+
+#: Imported by every Dask worker as it starts (codec, torch, TensorStore: about 2.5 s), not by
+#: its first task; a cluster started by hand takes the same with ``dask worker --preload tasks.steps``.
+WORKER_PRELOAD = ("tasks.steps",)
 
 
 def dask_task_runner() -> Any:
     """prefect-dask's runner: ``EMZIP_DASK_SCHEDULER`` (an existing cluster's address) or a local
-    cluster of ``EMZIP_DASK_WORKERS`` single-threaded worker processes (default: one per core).
+    cluster of ``EMZIP_DASK_WORKERS`` single-threaded worker processes (default: one per core),
+    each importing ``WORKER_PRELOAD`` as it starts.
     """
     from prefect_dask import DaskTaskRunner
 
@@ -112,7 +171,13 @@ def dask_task_runner() -> Any:
         return DaskTaskRunner(address=address)
     workers = int(os.environ.get("EMZIP_DASK_WORKERS") or os.cpu_count() or 1)
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "preload": list(WORKER_PRELOAD),
+        }
     )
 
 
