@@ -158,9 +158,9 @@ def default_blocks_per_task(blocks: int, workers: int | None = None) -> int:
     return max(1, min(MAX_BLOCKS_PER_TASK, math.ceil(blocks / (2 * count))))
 
 
-#: Imported by every Dask worker as it starts (codec, torch, TensorStore: about 2.5 s), not by
-#: its first task; a cluster started by hand takes the same with ``dask worker --preload tasks.steps``.
-WORKER_PRELOAD = ("tasks.steps",)
+#: Imported by every Dask worker as it starts (codec, torch, TensorStore, tables: about 3 s), not by
+#: its first task; a cluster started by hand takes the same with ``dask worker --preload tasks.dask_preload``.
+WORKER_PRELOAD = ("tasks.dask_preload",)
 #: Variables Dask's nanny would set for its workers that the restore must not have.
 #: ``MALLOC_TRIM_THRESHOLD_=65536`` (Dask's default, to hand memory back to the OS sooner) makes
 #: glibc trim the heap on the decoder's many mid-sized frees: restoring 16 FlyEM blocks took 9.4 s

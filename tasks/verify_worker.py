@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from codec import decompress
+from codec import decompress, tables
 from codec.errors import EmzipError
 from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
@@ -54,6 +54,7 @@ def main(argv: list[str]) -> int:
     """One file, or ``--serve``."""
     torch.set_num_threads(1)
     if argv == ["--serve"]:
+        tables.warm()  # a long-lived verifier builds the coder's tables once, before its first block
         return serve()
     path = Path(argv[0])
     try:
