@@ -46,6 +46,8 @@ from tasks.volumes import Volume, open_volume, resolve_source
 EDGE_STATES = ("discovered", "encoded", "verified")
 #: Verifying decodes running beside training (one verifier pool worker per two cores decodes them).
 MAX_VERIFYING = 2
+#: Batches whose transfer runs beside training (a Globus transfer waits minutes for its checksums).
+MAX_SHIPPING = 2
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,20 @@ def _block_failed(ledger: Ledger, worker: str, record: BlockRecord, exc: Excepti
     return None
 
 
-def _ship(
+@dataclass
+class _Shipment:
+    """One batch on its way: its transfer runs in a task (a future) while the flow goes on."""
+
+    batch_id: str
+    ids: list[str]
+    members: list[BlockRecord]
+    batch: TransferBatch | None
+    future: Any | None
+    error: TransferError | None = None
+    """Set when the batch failed before its transfer could start (a changed outbox file)."""
+
+
+def _start_shipping(
     ledger: Ledger,
     worker: str,
     backend: TransferBackend,
@@ -158,12 +173,13 @@ def _ship(
     records: list[BlockRecord],
     batch_size: int,
     retries: int,
-    prune: str = "off",
-) -> list[str]:
-    """Ship claimed verified blocks batch by batch; returns the ids shipped."""
-    logger = get_run_logger()
-    shipped: list[str] = []
-    by_id = {r.block_id: r for r in records}
+) -> list[_Shipment]:
+    """Batch claimed verified blocks and start each batch's transfer (``ship_batch.submit``).
+
+    A batch's submission id is stored in the ledger before its transfer starts, so a run killed
+    mid-transfer resubmits under the same id (Globus then never makes a second copy).
+    """
+    shipments: list[_Shipment] = []
     for batch_id, ids in assign_batches(ledger, worker, records, batch_size).items():
         members = [ledger.get(i) for i in ids]
         try:
@@ -173,42 +189,56 @@ def _ship(
                 submission_id = backend.new_submission_id()
                 ledger.open_batch(batch_id, backend.destination, submission_id)
             batch = batch_files(outbox, batch_id, members)
-            report = ship_batch.with_options(retries=retries)(backend, batch, submission_id)
-            failpoint("copy.done")
         except TransferError as exc:
-            ledger.update_batch(batch_id, "failed", detail={"error": str(exc)})
-            permanent = isinstance(exc, PermanentTransferError)
-            for block_id in ids:
-                if permanent:  # a retry must start a new batch: this one's submission id is spent
-                    ledger.annotate(block_id, worker, batch_id=None)
-                    ledger.fail(block_id, worker, f"transfer failed: {exc}")
-                else:
-                    ledger.release(block_id, worker)  # stays verified; the next run ships it
-            logger.error(
-                "%s: transfer failed (%s): %s", ", ".join(ids), "permanent" if permanent else "will retry", exc
-            )
+            shipments.append(_Shipment(batch_id, ids, members, None, None, exc))
             continue
-        ledger.update_batch(batch_id, "succeeded", report.task_id, report.as_json())
-        prov_files = [record_transfer(outbox, by_id.get(i) or ledger.get(i), report) for i in ids]
-        _ship_updated_records(backend, outbox, batch_id, prov_files, ids)
-        if prune != "off":
-            for action in prune_outbox_files(batch, report, dry_run=prune != "delete"):
-                if action.block_id:
-                    ledger.note(action.block_id, f"outbox {Path(action.path).name}: {action.reason}", worker)
+        future = ship_batch.with_options(retries=retries).submit(backend, batch, submission_id)
+        shipments.append(_Shipment(batch_id, ids, members, batch, future))
+    return shipments
+
+
+def _finish_shipping(
+    ledger: Ledger,
+    worker: str,
+    backend: TransferBackend,
+    outbox: Path,
+    shipment: _Shipment,
+    prune: str = "off",
+) -> list[str]:
+    """Wait for one batch's transfer and record it: shipped, or released/failed; returns the ids shipped."""
+    logger = get_run_logger()
+    batch_id, ids = shipment.batch_id, shipment.ids
+    try:
+        if shipment.future is None or shipment.batch is None:  # it failed before its transfer started
+            raise shipment.error or PermanentTransferError(f"{batch_id}: its transfer never started")
+        report = shipment.future.result()
+        failpoint("copy.done")
+    except TransferError as exc:
+        ledger.update_batch(batch_id, "failed", detail={"error": str(exc)})
+        permanent = isinstance(exc, PermanentTransferError)
         for block_id in ids:
-            ledger.advance(block_id, worker, "shipped", release=True, timings={"transfer": round(report.seconds, 3)})
-            shipped.append(block_id)
-        emit_event(
-            TRANSFER_COMPLETED,
-            resource={"prefect.resource.id": f"{VOLUME_RESOURCE_PREFIX}{members[0].block.volume}"},
-            payload={
-                "batch_id": batch_id,
-                "blocks": ids,
-                "destination": backend.destination,
-                "task_id": report.task_id,
-            },
-        )
-    return shipped
+            if permanent:  # a retry must start a new batch: this one's submission id is spent
+                ledger.annotate(block_id, worker, batch_id=None)
+                ledger.fail(block_id, worker, f"transfer failed: {exc}")
+            else:
+                ledger.release(block_id, worker)  # stays verified; the next run ships it
+        logger.error("%s: transfer failed (%s): %s", ", ".join(ids), "permanent" if permanent else "will retry", exc)
+        return []
+    ledger.update_batch(batch_id, "succeeded", report.task_id, report.as_json())
+    prov_files = [record_transfer(outbox, member, report) for member in shipment.members]
+    _ship_updated_records(backend, outbox, batch_id, prov_files, ids)
+    if prune != "off":
+        for action in prune_outbox_files(shipment.batch, report, dry_run=prune != "delete"):
+            if action.block_id:
+                ledger.note(action.block_id, f"outbox {Path(action.path).name}: {action.reason}", worker)
+    for block_id in ids:
+        ledger.advance(block_id, worker, "shipped", release=True, timings={"transfer": round(report.seconds, 3)})
+    emit_event(
+        TRANSFER_COMPLETED,
+        resource={"prefect.resource.id": f"{VOLUME_RESOURCE_PREFIX}{shipment.members[0].block.volume}"},
+        payload={"batch_id": batch_id, "blocks": ids, "destination": backend.destination, "task_id": report.task_id},
+    )
+    return list(ids)
 
 
 def _ship_updated_records(
@@ -326,6 +356,23 @@ def acquisition_flow(
                     still.append((pending, future))
             verifying[:] = still
 
+        # Transfers run in tasks too, while the next blocks train: at most ``MAX_SHIPPING`` batches.
+        shipping: list[_Shipment] = []
+
+        def land(wait_for: int) -> None:
+            """Record finished transfers, waiting until at most ``wait_for`` are still running.
+
+            A batch whose transfer failed is held back: its blocks stay verified for the next run.
+            """
+            still: list[_Shipment] = []
+            for index, shipment in enumerate(shipping):
+                if len(shipping) - index > wait_for or shipment.future is None or shipment.future.state.is_final():
+                    shipped = _finish_shipping(ledger_db, worker, backend, outbox_path, shipment, prune_outbox)
+                    held_back.update(i for i in shipment.ids if i not in shipped)
+                else:
+                    still.append(shipment)
+            shipping[:] = still
+
         while (max_blocks is None or done < max_blocks) and disk_full is None:
             claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1, exclude=held_back)
             if not claimed:
@@ -343,16 +390,19 @@ def acquisition_flow(
                 disk_full = _block_failed(ledger_db, worker, record, exc)
             done += 1
             settle(wait_for=MAX_VERIFYING)
+            land(wait_for=MAX_SHIPPING)
             if len(verified) >= batch_size:
-                shipped = _ship(
-                    ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox
+                shipping.extend(
+                    _start_shipping(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
                 )
-                held_back.update(r.block_id for r in verified if r.block_id not in shipped)
                 verified = []
             update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
         settle(wait_for=0)
         if verified:
-            _ship(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries, prune_outbox)
+            shipping.extend(
+                _start_shipping(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
+            )
+        land(wait_for=0)
         if disk_full is not None:
             raise OutOfSpaceError(f"{source.name}: run stopped, disk full: {disk_full}") from disk_full
         update_progress_artifact(progress_id, 100.0)

@@ -6,11 +6,13 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench.reliability.harness import run_flow_process, transitions
 from flows.demo import read_restored
 from flows.restore import restore_flow
 from flows.synthetic import em_like, write_inbox
+from tasks.failpoints import ENVIRONMENT, ONCE
 
 GRID = (4, 64, 64)
 
@@ -39,3 +41,26 @@ def test_two_restore_runs_on_one_inbox_restore_each_block_once(prefect_api: str,
     counts = transitions(tmp_path / "restored" / "ledger.sqlite", "restored")
     assert len(counts) == 6 and set(counts.values()) == {1}, counts
     np.testing.assert_array_equal(read_restored(tmp_path / "restored" / "vol.zarr"), volume)
+
+
+def test_a_dask_worker_killed_mid_block_leaves_the_volume_identical(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect_dask import DaskTaskRunner
+
+    volume = em_like((8, 64, 128), seed=14)
+    inbox, restored = tmp_path / "inbox", tmp_path / "restored"
+    write_inbox(volume, GRID, inbox, codec={"steps": 5})
+    killed = tmp_path / "worker-killed"
+    # the first worker to reach this point is SIGKILLed between writing a block and reading it back
+    monkeypatch.setenv(ENVIRONMENT, "restore.write")
+    monkeypatch.setenv(ONCE, str(killed))
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": None})
+    restore_on_dask = restore_flow.with_options(task_runner=runner)
+    first = restore_on_dask(inbox=str(inbox), restored=str(restored), blocks_per_task=1)
+    assert killed.exists(), "no worker was killed: the test did not test anything"
+    # Dask ran the lost task again on a live worker, in the same run: nothing failed, nothing left
+    assert first["progress"]["restored"] == 4 and first["progress"]["failed"] == 0, first["progress"]
+    counts = transitions(restored / "ledger.sqlite", "restored")
+    assert len(counts) == 4 and set(counts.values()) == {1}, counts
+    np.testing.assert_array_equal(read_restored(restored / "vol.zarr"), volume)
