@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         ("codec alone: decode", codec_decode_s),
         ("edge: read (TensorStore, slice TIFFs)", stages["read"]),
         ("edge: train + encode", stages["encode"]),
-        ("edge: verify (verifier pool, overlapped with training)", stages["verify"]),
+        ("edge: verify (verifier pool at low CPU priority, beside training; wall)", stages["verify"]),
         ("edge: ship (local backend, sha256 at the destination)", stages["ship"]),
         ("**edge end to end** (flow wall time)", edge_s),
         (f"restore phase ({workers} Dask workers)", restore["restore_seconds"]),
