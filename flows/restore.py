@@ -39,6 +39,8 @@ def restore_flow(
     Each task restores ``blocks_per_task`` blocks (default ``default_blocks_per_task``): a task
     run's fixed cost is paid once for several blocks.
     """
+    if blocks_per_task is not None and blocks_per_task < 1:
+        raise ValueError(f"blocks_per_task must be at least 1, got {blocks_per_task}")
     logger = get_run_logger()
     started = time.monotonic()
     with Ledger(ledger or Path(restored) / "ledger.sqlite") as db:
@@ -79,18 +81,7 @@ def restore_flow(
                 outcomes = {block_id: {"state": state, "reason": f"{type(exc).__name__}: {exc}"} for block_id in chunk}
             for block_id in chunk:
                 outcome = outcomes.get(block_id) or {"state": FAILED, "reason": "its restore task did not report it"}
-                if outcome["state"] == RESTORED:
-                    section = outcome["section"]
-                    db.advance(block_id, worker, "restored", release=True, timings={"restore": section["seconds"]})
-                    rows.append({"block": block_id, "state": "restored", "volume": section["volume_path"]})
-                elif outcome["state"] == FAILED:
-                    logger.error("%s: restore failed: %s", block_id, outcome["reason"])
-                    db.fail(block_id, worker, outcome["reason"])
-                    rows.append({"block": block_id, "state": "failed", "reason": outcome["reason"]})
-                else:  # disk full, or not tried after it: not the block's fault, it stays shipped
-                    logger.error("%s: not restored, %s: %s", block_id, outcome["state"], outcome["reason"])
-                    db.release(block_id, worker)
-                    disk_full = disk_full or outcome["reason"]
+                disk_full = _record_outcome(db, worker, block_id, outcome, rows) or disk_full
         restore_seconds = time.monotonic() - restoring
         progress = db.progress()
     if disk_full is not None:
@@ -118,6 +109,30 @@ def restore_flow(
         "restore_seconds": round(restore_seconds, 3),
         "runner_start_seconds": round(runner_seconds, 3),
     }
+
+
+def _record_outcome(
+    db: Ledger, worker: str, block_id: str, outcome: dict[str, Any], rows: list[dict[str, Any]]
+) -> str | None:
+    """Move one block's ledger entry by what its restore task reported; the reason if the disk was full.
+
+    Restored: advanced. Failed: marked failed with the reason (retried by a later run). Disk full,
+    or not tried after it: not the block's fault, released and left shipped for the next run.
+    """
+    if outcome["state"] == RESTORED:
+        section = outcome["section"]
+        db.advance(block_id, worker, "restored", release=True, timings={"restore": section["seconds"]})
+        rows.append({"block": block_id, "state": "restored", "volume": section["volume_path"]})
+        return None
+    logger = get_run_logger()
+    if outcome["state"] == FAILED:
+        logger.error("%s: restore failed: %s", block_id, outcome["reason"])
+        db.fail(block_id, worker, outcome["reason"])
+        rows.append({"block": block_id, "state": "failed", "reason": outcome["reason"]})
+        return None
+    logger.error("%s: not restored, %s: %s", block_id, outcome["state"], outcome["reason"])
+    db.release(block_id, worker)
+    return str(outcome["reason"])
 
 
 def _start_task_runner() -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import pytest
 
 from bench.reliability.harness import run_flow_process, transitions
 from flows.demo import read_restored
-from flows.restore import restore_flow
+from flows.restore import MAX_BLOCKS_PER_TASK, default_blocks_per_task, restore_flow
 from flows.synthetic import em_like, write_inbox
 from tasks.failpoints import ENVIRONMENT, ONCE
+from tasks.grid import parse_block_id
 
 GRID = (4, 64, 64)
 
@@ -64,3 +66,31 @@ def test_a_dask_worker_killed_mid_block_leaves_the_volume_identical(
     counts = transitions(restored / "ledger.sqlite", "restored")
     assert len(counts) == 4 and set(counts.values()) == {1}, counts
     np.testing.assert_array_equal(read_restored(restored / "vol.zarr"), volume)
+
+
+def test_a_block_that_fails_does_not_stop_the_others_in_its_task(prefect_api: str, tmp_path: Path) -> None:
+    volume = em_like((8, 64, 128), seed=15)
+    inbox, restored = tmp_path / "inbox", tmp_path / "restored"
+    containers = write_inbox(volume, GRID, inbox, codec={"steps": 5})
+    record_path = containers[1].with_name(containers[1].stem + ".prov.json")
+    record = json.loads(record_path.read_text())
+    record["encoding"]["raw_sha256"] = "0" * 64  # well formed, but not the block's voxels
+    record_path.write_text(json.dumps(record))
+    result = restore_flow(inbox=str(inbox), restored=str(restored), blocks_per_task=4)  # all four in one task
+    assert result["progress"]["restored"] == 3 and result["progress"]["failed"] == 1, result["progress"]
+    failed = [row for row in result["rows"] if row["state"] == "failed"]
+    assert len(failed) == 1 and "differs from the record" in failed[0]["reason"], failed
+    restored_volume = read_restored(restored / "vol.zarr")
+    good = [r for r in result["rows"] if r["state"] == "restored"]
+    for row in good:  # every other block of the task is in the volume, exact
+        _, z, y, x = parse_block_id(row["block"])
+        region = (slice(z, z + GRID[0]), slice(y, y + GRID[1]), slice(x, x + GRID[2]))
+        np.testing.assert_array_equal(restored_volume[region], volume[region])
+
+
+def test_restore_tasks_share_the_blocks_out_evenly_and_stay_short() -> None:
+    assert default_blocks_per_task(16, workers=2) == 8  # a short run: one task per worker
+    assert default_blocks_per_task(5, workers=2) == 3
+    assert default_blocks_per_task(1, workers=4) == 1
+    assert default_blocks_per_task(0, workers=2) == 1
+    assert default_blocks_per_task(10_000, workers=2) == MAX_BLOCKS_PER_TASK  # a long run: many short tasks
