@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,45 @@ def test_failed_verification_is_not_shipped_and_others_are(
     assert len(list(inbox.glob("*.emz"))) == 3
     restored = read_restored(tmp_path / "datacenter" / "restored" / "vol.zarr")
     np.testing.assert_array_equal(restored[:4], volume[:4])
+
+
+def test_a_batch_ships_while_the_next_block_trains(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.transfer._local import LocalTransfer
+
+    folder, _ = _acquisition(tmp_path, seed=6)
+    transfer_started, encode_after_it = threading.Event(), threading.Event()
+    overlapped: list[bool] = []
+    real_transfer = LocalTransfer.transfer
+
+    def slow_transfer(self: LocalTransfer, batch: Any, submission_id: str) -> Any:
+        if not overlapped and not batch.batch_id.endswith("-provenance"):  # the first batch's copy
+            transfer_started.set()
+            overlapped.append(encode_after_it.wait(timeout=60))  # shipping in the flow's thread: never
+        return real_transfer(self, batch, submission_id)
+
+    def watching_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        if transfer_started.is_set():
+            encode_after_it.set()
+        return real_encode(data, *args, **kwargs)
+
+    monkeypatch.setattr(LocalTransfer, "transfer", slow_transfer)
+    monkeypatch.setattr(tasks.encoding, "encode", watching_encode)
+    edge = acquisition_flow(
+        acquisition=str(folder),
+        outbox=str(tmp_path / "outbox"),
+        transfer={"kind": "local", "destination": str(tmp_path / "inbox")},
+        layout="slices",
+        block_shape=list(BLOCK),
+        settle_seconds=0.0,
+        assume_complete=True,
+        codec=CODEC,
+        batch_size=1,
+    )
+    assert overlapped == [True], "the first transfer held up training"
+    assert edge["progress"]["shipped"] == 4 and edge["progress"]["failed"] == 0
+    assert len(list((tmp_path / "inbox" / "vol").glob("*.emz"))) == 4
 
 
 _RUN_FLOW = """
