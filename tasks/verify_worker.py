@@ -37,6 +37,7 @@ def report(path: Path) -> dict[str, Any]:
         "dtype": array.dtype.str,
         "pid": os.getpid(),
         "threads": torch.get_num_threads(),
+        "niceness": os.nice(0),
     }
 
 

@@ -34,6 +34,7 @@ def test_workers_are_reused(container: tuple[Path, str]) -> None:
     try:
         first, second = pool.check(path), pool.check(path)
         assert first["ok"] and first["sha256"] == raw and first["threads"] == 1
+        assert first["niceness"] == 19  # the lowest CPU priority: it takes what training leaves idle
         assert first["pid"] == second["pid"] and pool.replaced == 0
     finally:
         pool.close()
