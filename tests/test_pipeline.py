@@ -97,20 +97,27 @@ def test_a_batch_ships_while_the_next_block_trains(
     from tasks.transfer._local import LocalTransfer
 
     folder, _ = _acquisition(tmp_path, seed=6)
-    transfer_started, encode_after_it = threading.Event(), threading.Event()
+    encoding = threading.Event()  # set while a block trains and encodes
     overlapped: list[bool] = []
+    first_batch: list[str] = []
+    lock = threading.Lock()  # two batches may start at once: only the first one waits
     real_transfer = LocalTransfer.transfer
 
     def slow_transfer(self: LocalTransfer, batch: Any, submission_id: str) -> Any:
-        if not overlapped and not batch.batch_id.endswith("-provenance"):  # the first batch's copy
-            transfer_started.set()
-            overlapped.append(encode_after_it.wait(timeout=60))  # shipping in the flow's thread: never
+        with lock:
+            first = not first_batch and not batch.batch_id.endswith("-provenance")
+            if first:
+                first_batch.append(batch.batch_id)
+        if first:  # shipping in the flow's thread: no block can train while this waits
+            overlapped.append(encoding.wait(timeout=60))
         return real_transfer(self, batch, submission_id)
 
     def watching_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        if transfer_started.is_set():
-            encode_after_it.set()
-        return real_encode(data, *args, **kwargs)
+        encoding.set()
+        try:
+            return real_encode(data, *args, **kwargs)
+        finally:
+            encoding.clear()
 
     monkeypatch.setattr(LocalTransfer, "transfer", slow_transfer)
     monkeypatch.setattr(tasks.encoding, "encode", watching_encode)
