@@ -24,17 +24,18 @@ from pathlib import Path
 import numpy as np
 
 
-def _restore_plain(pairs: list[tuple[str, str]]) -> None:
-    """Restore blocks with the restore code alone (a pool process: one torch thread, like a worker)."""
+def _restore_plain(jobs: list[tuple[str, str, str]]) -> None:
+    """Restore ``(inbox, container, restored root)`` jobs with the restore code alone (a pool
+    process: one torch thread, like a worker)."""
     import torch
 
     from tasks.restoring import load_received, restore_block
 
     torch.set_num_threads(1)
-    for inbox, container in pairs:
+    for inbox, container, target in jobs:
         item = load_received(Path(inbox), Path(container))
         assert item is not None
-        restore_block(item, Path(container).parents[2] / "restored-plain")
+        restore_block(item, Path(target))
 
 
 def _plain_seconds(inbox: Path, workers: int) -> float:
@@ -45,11 +46,11 @@ def _plain_seconds(inbox: Path, workers: int) -> float:
     shutil.rmtree(target, ignore_errors=True)
     items = find_received(inbox).received
     prepare_targets(items, target, "volume")
-    pairs = [(str(inbox), str(item.container_path)) for item in items]
+    jobs = [(str(inbox), str(item.container_path), str(target)) for item in items]
     with get_context("spawn").Pool(workers) as pool:
         pool.map(_restore_plain, [[] for _ in range(workers)])  # imports done before the clock starts
         started = time.monotonic()
-        pool.map(_restore_plain, [pairs[i::workers] for i in range(workers)])
+        pool.map(_restore_plain, [jobs[i::workers] for i in range(workers)])
         return time.monotonic() - started
 
 

@@ -249,23 +249,6 @@ def window_sha256(family: str) -> str:
     return digest.hexdigest()
 
 
-__all__ = [
-    "ESCAPE_ROW_COST",
-    "FRACTION_BITS",
-    "N_FRACTIONS",
-    "N_OFFSETS",
-    "OFFSET_MAX",
-    "OFFSET_MIN",
-    "WINDOW_WIDTHS",
-    "mass_table",
-    "probabilities",
-    "table_sha256",
-    "window_classes",
-    "window_sha256",
-    "window_table",
-]
-
-
 def warm(families: tuple[str, ...] = tuple(_BUILDERS)) -> None:
     """Build every table a decode or encode of these families looks up, ahead of the first block.
 
@@ -277,3 +260,21 @@ def warm(families: tuple[str, ...] = tuple(_BUILDERS)) -> None:
         window_classes(family)
         for width in WINDOW_WIDTHS:
             window_table(family, width)
+
+
+__all__ = [
+    "ESCAPE_ROW_COST",
+    "FRACTION_BITS",
+    "N_FRACTIONS",
+    "N_OFFSETS",
+    "OFFSET_MAX",
+    "OFFSET_MIN",
+    "WINDOW_WIDTHS",
+    "mass_table",
+    "probabilities",
+    "table_sha256",
+    "warm",
+    "window_classes",
+    "window_sha256",
+    "window_table",
+]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 from base64 import b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from prefect import flow, get_run_logger
@@ -48,6 +49,8 @@ EDGE_STATES = ("discovered", "encoded", "verified")
 MAX_VERIFYING = 2
 #: Batches whose transfer runs beside training (a Globus transfer waits minutes for its checksums).
 MAX_SHIPPING = 2
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,23 @@ def _block_failed(ledger: Ledger, worker: str, record: BlockRecord, exc: Excepti
     logger.error("%s: failed: %s", record.block_id, exc)
     ledger.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
     return None
+
+
+def _due(pending: list[T], wait_for: int, future_of: Callable[[T], Any | None]) -> tuple[list[T], list[T]]:
+    """Split work in flight (oldest first) into what to finish now and what keeps running.
+
+    Due: every item whose future is done (or that has none), and the oldest ones beyond
+    ``wait_for`` still running (finishing them waits on their futures).
+    """
+    due: list[T] = []
+    still: list[T] = []
+    for index, item in enumerate(pending):
+        future = future_of(item)
+        if len(pending) - index > wait_for or future is None or future.state.is_final():
+            due.append(item)
+        else:
+            still.append(item)
+    return due, still
 
 
 @dataclass
@@ -345,16 +365,12 @@ def acquisition_flow(
         def settle(wait_for: int) -> None:
             """Record finished verifications, waiting until at most ``wait_for`` are still running."""
             nonlocal disk_full
-            still: list[tuple[BlockRecord, Any]] = []
-            for index, (pending, future) in enumerate(verifying):
-                if len(verifying) - index > wait_for or future.state.is_final():
-                    try:
-                        verified.append(_record_verification(ledger_db, worker, pending, outbox_path, future.result()))
-                    except Exception as exc:
-                        disk_full = disk_full or _block_failed(ledger_db, worker, pending, exc)
-                else:
-                    still.append((pending, future))
-            verifying[:] = still
+            due, verifying[:] = _due(verifying, wait_for, lambda item: item[1])
+            for pending, future in due:
+                try:
+                    verified.append(_record_verification(ledger_db, worker, pending, outbox_path, future.result()))
+                except Exception as exc:
+                    disk_full = disk_full or _block_failed(ledger_db, worker, pending, exc)
 
         # Transfers run in tasks too, while the next blocks train: at most ``MAX_SHIPPING`` batches.
         shipping: list[_Shipment] = []
@@ -364,14 +380,10 @@ def acquisition_flow(
 
             A batch whose transfer failed is held back: its blocks stay verified for the next run.
             """
-            still: list[_Shipment] = []
-            for index, shipment in enumerate(shipping):
-                if len(shipping) - index > wait_for or shipment.future is None or shipment.future.state.is_final():
-                    shipped = _finish_shipping(ledger_db, worker, backend, outbox_path, shipment, prune_outbox)
-                    held_back.update(i for i in shipment.ids if i not in shipped)
-                else:
-                    still.append(shipment)
-            shipping[:] = still
+            due, shipping[:] = _due(shipping, wait_for, lambda shipment: shipment.future)
+            for shipment in due:
+                shipped = _finish_shipping(ledger_db, worker, backend, outbox_path, shipment, prune_outbox)
+                held_back.update(i for i in shipment.ids if i not in shipped)
 
         while (max_blocks is None or done < max_blocks) and disk_full is None:
             claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1, exclude=held_back)

@@ -171,8 +171,13 @@ def default_blocks_per_task(blocks: int, workers: int | None = None) -> int:
     keeps a lost worker's redo short. ``workers`` defaults to ``EMZIP_DASK_WORKERS`` or this node's
     cores (set the variable when restoring on a cluster elsewhere).
     """
-    count = workers or int(os.environ.get("EMZIP_DASK_WORKERS") or os.cpu_count() or 1)
+    count = workers or _local_workers()
     return max(1, min(MAX_BLOCKS_PER_TASK, math.ceil(blocks / count)))
+
+
+def _local_workers() -> int:
+    """Restore workers on this node: ``EMZIP_DASK_WORKERS``, or one per core."""
+    return int(os.environ.get("EMZIP_DASK_WORKERS") or os.cpu_count() or 1)
 
 
 #: Imported by every Dask worker as it starts (codec, torch, TensorStore, tables: about 3 s), not by
@@ -205,10 +210,9 @@ def dask_task_runner() -> Any:
     address = os.environ.get("EMZIP_DASK_SCHEDULER")
     if address:
         return DaskTaskRunner(address=address)
-    workers = int(os.environ.get("EMZIP_DASK_WORKERS") or os.cpu_count() or 1)
     return DaskTaskRunner(
         cluster_kwargs={
-            "n_workers": workers,
+            "n_workers": _local_workers(),
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,

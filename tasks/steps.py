@@ -165,8 +165,9 @@ def restore_blocks(
     """
     logger = get_run_logger()
     outcomes: dict[str, dict[str, Any]] = {}
+    disk_full = False
     for block_id, container in blocks:
-        if any(o["state"] == DISK_FULL for o in outcomes.values()):
+        if disk_full:
             outcomes[block_id] = {"state": NOT_TRIED, "reason": "an earlier block of this task found the disk full"}
             continue
         try:
@@ -175,7 +176,8 @@ def restore_blocks(
                 raise RestoreError(f"{block_id}: {container} no longer holds this block")
             section = restore_block(item, Path(restored_root), target_kind=target)
         except Exception as exc:
-            state = DISK_FULL if out_of_space(exc) else FAILED
+            disk_full = out_of_space(exc)
+            state = DISK_FULL if disk_full else FAILED
             logger.error("%s: not restored (%s): %s", block_id, state, exc)
             outcomes[block_id] = {"state": state, "reason": f"{type(exc).__name__}: {exc}"}
             continue

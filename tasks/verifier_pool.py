@@ -24,8 +24,31 @@ from typing import IO, Any
 from tasks.failpoints import failpoint
 
 DEFAULT_TIMEOUT = 1800.0
+#: A serving verifier's niceness (``os.nice``): 19, the lowest CPU priority, unless this says otherwise.
+NICENESS_VARIABLE = "EMZIP_VERIFIER_NICE"
+DEFAULT_NICENESS = 19
 
-__all__ = ["VerifierFailedError", "VerifierPool", "shared_pool"]
+
+def verifier_niceness() -> int:
+    """The niceness verifiers start with (``EMZIP_VERIFIER_NICE``, 0-19; default 19).
+
+    Raises ``ValueError`` naming the variable for anything else, before a worker starts (a worker
+    that failed on it would only look like a verifier that died).
+    """
+    raw = os.environ.get(NICENESS_VARIABLE, str(DEFAULT_NICENESS)).strip()
+    if not raw.isdigit() or int(raw) > 19:
+        raise ValueError(f"{NICENESS_VARIABLE}={raw!r}: expected an integer from 0 to 19")
+    return int(raw)
+
+
+__all__ = [
+    "DEFAULT_NICENESS",
+    "NICENESS_VARIABLE",
+    "VerifierFailedError",
+    "VerifierPool",
+    "shared_pool",
+    "verifier_niceness",
+]
 
 
 class VerifierFailedError(Exception):
@@ -36,7 +59,13 @@ class _Worker:
     """One ``verify_worker --serve`` process."""
 
     def __init__(self) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            NICENESS_VARIABLE: str(verifier_niceness()),
+        }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tasks.verify_worker", "--serve"],
             stdin=subprocess.PIPE,
@@ -89,8 +118,9 @@ class VerifierPool:
     def _take(self) -> _Worker:
         with self._lock:
             if self._idle.empty() and self._started < self.size:
+                worker = _Worker()  # raises before counting it when it cannot start
                 self._started += 1
-                return _Worker()
+                return worker
         return self._idle.get()
 
     def _retire(self, worker: _Worker) -> None:

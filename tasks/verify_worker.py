@@ -22,10 +22,7 @@ from codec import decompress, tables
 from codec.errors import EmzipError
 from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
-
-#: A serving verifier's niceness (``os.nice``): 19, the lowest priority, unless this says otherwise.
-NICENESS_VARIABLE = "EMZIP_VERIFIER_NICE"
-DEFAULT_NICENESS = 19
+from tasks.verifier_pool import DEFAULT_NICENESS, NICENESS_VARIABLE
 
 
 def report(path: Path) -> dict[str, Any]:
@@ -60,7 +57,7 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     if argv == ["--serve"]:
         # Lowest CPU priority: a verifying decode takes the cycles training leaves idle instead of
-        # slowing it (bench.pipeline: edge 0.76x of the codec's encode at equal priority, 0.88x so).
+        # slowing it (bench.pipeline: edge 0.76x of the codec's encode at equal priority, 0.77-0.88x so).
         # The edge flow waits when MAX_VERIFYING decodes are behind, so verification never starves.
         os.nice(int(os.environ.get(NICENESS_VARIABLE, str(DEFAULT_NICENESS))))
         tables.warm()  # a long-lived verifier builds the coder's tables once, before its first block

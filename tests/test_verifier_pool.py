@@ -11,7 +11,7 @@ from flows.synthetic import em_like
 from tasks.checksums import array_sha256, file_sha256
 from tasks.failpoints import ENVIRONMENT, ONCE
 from tasks.verification import VerificationError, verify_container
-from tasks.verifier_pool import VerifierPool
+from tasks.verifier_pool import NICENESS_VARIABLE, VerifierPool
 
 
 @pytest.fixture()
@@ -73,5 +73,20 @@ def test_a_hung_verifier_is_replaced(container: tuple[Path, str]) -> None:
         with pytest.raises(VerificationError, match="hung"):
             _verify(path, raw, pool)
         assert pool.replaced == 2
+    finally:
+        pool.close()
+
+
+def test_a_bad_niceness_is_refused_naming_the_variable(
+    container: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = container
+    monkeypatch.setenv(NICENESS_VARIABLE, "lowest")
+    pool = VerifierPool(size=1)
+    with pytest.raises(ValueError, match="EMZIP_VERIFIER_NICE='lowest': expected an integer from 0 to 19"):
+        pool.check(path)
+    monkeypatch.setenv(NICENESS_VARIABLE, "5")
+    try:
+        assert pool.check(path)["niceness"] == 5  # the failed start was not counted: the pool still starts one
     finally:
         pool.close()
