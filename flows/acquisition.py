@@ -42,11 +42,13 @@ from tasks.steps import encode_block, read_block, ship_batch, verify_block
 from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
 from tasks.transfer import prune_outbox as prune_outbox_files
 from tasks.verification import VerifyResult
+from tasks.verifier_pool import verifier_count
 from tasks.volumes import Volume, open_volume, resolve_source
 
 EDGE_STATES = ("discovered", "encoded", "verified")
-#: Verifying decodes running beside training (one verifier pool worker per two cores decodes them).
-MAX_VERIFYING = 2
+#: Blocks encoded but not yet verified before the flow stops training to wait for the verifiers
+#: (they run at idle priority beside training; this bounds how far behind they may fall).
+MAX_UNVERIFIED = 32
 #: Batches whose transfer runs beside training (a Globus transfer waits minutes for its checksums).
 MAX_SHIPPING = 2
 
@@ -358,9 +360,13 @@ def acquisition_flow(
         verified: list[BlockRecord] = []
         disk_full: Exception | None = None
         held_back: set[str] = set()  # verified, but their transfer failed in this run: the next run ships them
-        # Verifications run in the verifier pool while the next block trains: at most
-        # ``MAX_VERIFYING`` at a time, so decoding never starves training of the CPU.
+        # Encoded blocks wait in ``to_verify`` and go to the verifier pool as it has room (each
+        # worker busy and one more queued for it): the verifying decodes take what training leaves
+        # of the CPU while the next blocks train, and the flow waits for them only when
+        # ``MAX_UNVERIFIED`` blocks are behind, and at the end of the run, when every core is free.
+        to_verify: list[BlockRecord] = []
         verifying: list[tuple[BlockRecord, Any]] = []
+        slots = 2 * verifier_count()
 
         def settle(wait_for: int) -> None:
             """Record finished verifications, waiting until at most ``wait_for`` are still running."""
@@ -371,6 +377,27 @@ def acquisition_flow(
                     verified.append(_record_verification(ledger_db, worker, pending, outbox_path, future.result()))
                 except Exception as exc:
                     disk_full = disk_full or _block_failed(ledger_db, worker, pending, exc)
+
+        def feed() -> None:
+            """Hand waiting blocks to the verifier pool while it has room (none once the disk is full:
+            they stay encoded, and the next run verifies them)."""
+            nonlocal disk_full
+            while to_verify and len(verifying) < slots and disk_full is None:
+                pending = to_verify.pop(0)
+                try:
+                    verifying.append((pending, _submit_verification(pending, outbox_path)))
+                except Exception as exc:
+                    disk_full = disk_full or _block_failed(ledger_db, worker, pending, exc)
+
+        def catch_up(behind: int) -> None:
+            """Record what the verifiers finished; wait (oldest first) until at most ``behind``
+            blocks are still unverified."""
+            feed()
+            settle(wait_for=len(verifying))  # only those already done
+            feed()
+            while verifying and len(to_verify) + len(verifying) > behind:
+                settle(wait_for=len(verifying) - 1)
+                feed()
 
         # Transfers run in tasks too, while the next blocks train: at most ``MAX_SHIPPING`` batches.
         shipping: list[_Shipment] = []
@@ -397,11 +424,11 @@ def acquisition_flow(
                 if outcome.state == "verified":  # verified before a restart: ship it
                     verified.append(outcome)
                 else:
-                    verifying.append((outcome, _submit_verification(outcome, outbox_path)))
+                    to_verify.append(outcome)
             except Exception as exc:
                 disk_full = _block_failed(ledger_db, worker, record, exc)
             done += 1
-            settle(wait_for=MAX_VERIFYING)
+            catch_up(behind=MAX_UNVERIFIED)
             land(wait_for=MAX_SHIPPING)
             if len(verified) >= batch_size:
                 shipping.extend(
@@ -409,7 +436,7 @@ def acquisition_flow(
                 )
                 verified = []
             update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
-        settle(wait_for=0)
+        catch_up(behind=0)
         if verified:
             shipping.extend(
                 _start_shipping(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)

@@ -73,7 +73,7 @@ def verify_container(
         dtype=seen["dtype"],
         seconds=round(time.monotonic() - started, 3),
         process=f"verifier pool worker pid {seen['pid']}, torch threads {seen['threads']}, "
-        f"nice {seen.get('niceness', 0)}{retried}",
+        f"nice {seen.get('niceness', 0)}, scheduling {seen.get('policy', 'normal')}{retried}",
     )
     if result.shape != tuple(shape) or result.dtype != dtype:
         raise VerificationError(f"{path}: decoded {result.dtype}{list(result.shape)}, expected {dtype}{list(shape)}")

@@ -27,6 +27,8 @@ DEFAULT_TIMEOUT = 1800.0
 #: A serving verifier's niceness (``os.nice``): 19, the lowest CPU priority, unless this says otherwise.
 NICENESS_VARIABLE = "EMZIP_VERIFIER_NICE"
 DEFAULT_NICENESS = 19
+#: How many verifiers this process's pool runs: one per core unless this says otherwise.
+COUNT_VARIABLE = "EMZIP_VERIFIERS"
 
 
 def verifier_niceness() -> int:
@@ -41,12 +43,30 @@ def verifier_niceness() -> int:
     return int(raw)
 
 
+def verifier_count() -> int:
+    """How many verifiers the shared pool runs (``EMZIP_VERIFIERS``; default one per CPU core).
+
+    One per core, not fewer: they run at idle priority, so while training runs they take only the
+    cycles it leaves, and once it is done (the end of a run) every core decodes the blocks still
+    waiting. Each worker holds about 0.3 GB; set fewer where memory is short. Raises ``ValueError``
+    naming the variable for anything but a positive integer.
+    """
+    raw = os.environ.get(COUNT_VARIABLE, "").strip()
+    if not raw:
+        return max(1, os.cpu_count() or 1)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{COUNT_VARIABLE}={raw!r}: expected a positive integer")
+    return int(raw)
+
+
 __all__ = [
+    "COUNT_VARIABLE",
     "DEFAULT_NICENESS",
     "NICENESS_VARIABLE",
     "VerifierFailedError",
     "VerifierPool",
     "shared_pool",
+    "verifier_count",
     "verifier_niceness",
 ]
 
@@ -160,10 +180,10 @@ _shared_lock = threading.Lock()
 
 
 def shared_pool() -> VerifierPool:
-    """This process's pool (one worker per two CPU cores, at least one), closed at exit."""
+    """This process's pool (``verifier_count()`` workers, started as blocks need them), closed at exit."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = VerifierPool(size=max(1, (os.cpu_count() or 2) // 2))
+            _shared = VerifierPool(size=verifier_count())
             atexit.register(_shared.close)
         return _shared

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from flows.synthetic import em_like
 from tasks.checksums import array_sha256, file_sha256
 from tasks.failpoints import ENVIRONMENT, ONCE
 from tasks.verification import VerificationError, verify_container
-from tasks.verifier_pool import NICENESS_VARIABLE, VerifierPool
+from tasks.verifier_pool import COUNT_VARIABLE, NICENESS_VARIABLE, VerifierPool, verifier_count
 
 
 @pytest.fixture()
@@ -35,6 +36,8 @@ def test_workers_are_reused(container: tuple[Path, str]) -> None:
         first, second = pool.check(path), pool.check(path)
         assert first["ok"] and first["sha256"] == raw and first["threads"] == 1
         assert first["niceness"] == 19  # the lowest CPU priority: it takes what training leaves idle
+        if sys.platform == "linux":
+            assert first["policy"] == "idle"  # SCHED_IDLE: only cores nothing else wants
         assert first["pid"] == second["pid"] and pool.replaced == 0
     finally:
         pool.close()
@@ -90,3 +93,15 @@ def test_a_bad_niceness_is_refused_naming_the_variable(
         assert pool.check(path)["niceness"] == 5  # the failed start was not counted: the pool still starts one
     finally:
         pool.close()
+
+
+def test_the_verifier_count_is_one_per_core_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(COUNT_VARIABLE, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert verifier_count() == 6
+    monkeypatch.setenv(COUNT_VARIABLE, "2")
+    assert verifier_count() == 2
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(COUNT_VARIABLE, bad)
+        with pytest.raises(ValueError, match=f"EMZIP_VERIFIERS='{bad}': expected a positive integer"):
+            verifier_count()
