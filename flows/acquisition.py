@@ -392,7 +392,6 @@ def acquisition_flow(
         def catch_up(behind: int) -> None:
             """Record what the verifiers finished; wait (oldest first) until at most ``behind``
             blocks are still unverified."""
-            feed()
             settle(wait_for=len(verifying))  # only those already done
             feed()
             while verifying and len(to_verify) + len(verifying) > behind:
