@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorstore as ts
+import zarr
 
 from codec import decompress
 from codec.errors import EmzipError
@@ -39,10 +40,15 @@ __all__ = [
     "InboxScan",
     "ReceivedBlock",
     "find_received",
+    "limit_io_threads",
     "load_received",
     "prepare_targets",
     "restore_block",
 ]
+
+#: The TensorStore context of this process's restores when the caller gives none: None is
+#: TensorStore's default (a data-copy thread per core of the node); see ``limit_io_threads``.
+_io_context: ts.Context | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,26 @@ def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind
 TARGETS = ("volume", "archive")
 
 
+def limit_io_threads(threads: int) -> None:
+    """Run this process's restore I/O helpers on ``threads`` threads, not one per core of the node.
+
+    TensorStore's data copies (chunk encoding and zstd compression of the written block) and
+    zarr-python's codec work (the read-back) each default to a thread pool as large as the
+    node. A Dask restore worker runs ``threads`` tasks at a time, one per core it was given: on
+    a node with a worker per core those pools add up to cores x cores threads, and a worker's
+    helpers preempt the others' decoding. Called by ``tasks.dask_preload`` with the worker's
+    thread count. Measured with the shared Prefect TLS context (``tasks.prefect_tls``), restoring
+    32 FlyEM blocks alternately with the earlier preload in one run, five times each: 2 workers
+    3.78-3.99 s instead of 4.02-4.25 s, 1 worker 6.81-7.14 s instead of 7.02-7.37 s
+    (bench/RESULTS.md, "Restore on Dask").
+    """
+    global _io_context
+    if threads < 1:
+        raise ValueError(f"restore I/O threads must be at least 1, got {threads}")
+    _io_context = ts.Context({"data_copy_concurrency": {"limit": threads}})
+    zarr.config.set({"threading.max_workers": threads})
+
+
 def _attributes(item: ReceivedBlock) -> dict[str, Any]:
     """The restored volume's attributes: voxel size, units, where it came from."""
     volume = item.record["volume"]
@@ -193,7 +219,9 @@ def restore_block(
             data = decompress(item.container_path.read_bytes())
         except EmzipError as exc:
             raise RestoreError(f"{valid.block.block_id}: {item.container_path} does not decode: {exc}") from exc
-        store = open_destination(target, valid.volume_shape, valid.dtype, valid.block_shape, _attributes(item), context)
+        store = open_destination(
+            target, valid.volume_shape, valid.dtype, valid.block_shape, _attributes(item), context or _io_context
+        )
         write_block(store, valid.block, data, valid.raw_sha256)
     failpoint("restore.written")
     section = {
