@@ -67,8 +67,7 @@ def restore_flow(
         restoring = time.monotonic()
         size = blocks_per_task or default_blocks_per_task(len(claimed))
         tasks = []
-        for first in range(0, len(claimed), size):
-            chunk = [r.block_id for r in claimed[first : first + size]]
+        for chunk in plan_tasks({r.block_id: by_id[r.block_id].block.voxels for r in claimed}, size):
             pairs = [(block_id, str(by_id[block_id].container_path)) for block_id in chunk]
             label = chunk[0] if len(chunk) == 1 else f"{chunk[0]} +{len(chunk) - 1}"
             tasks.append((chunk, restore_blocks.submit(label, pairs, inbox, restored, target)))
@@ -164,15 +163,37 @@ MAX_BLOCKS_PER_TASK = 8
 def default_blocks_per_task(blocks: int, workers: int | None = None) -> int:
     """Blocks per restore task: the blocks shared out evenly, at most ``MAX_BLOCKS_PER_TASK``.
 
-    A task run costs about 0.2 s of Prefect bookkeeping on a busy node, a 64x128x128 block's
-    restore about 0.4 s: on a 2-core node, tasks of 2, 4 and 8 blocks scaled 1.6x, 1.6x and 1.73x
-    from one worker to two (``bench.restore_dask``). A short run therefore gets one task per
-    worker; a long one tasks of 8, whose number keeps the workers evenly loaded and whose size
-    keeps a lost worker's redo short. ``workers`` defaults to ``EMZIP_DASK_WORKERS`` or this node's
+    A task run costs Prefect bookkeeping, in the worker (about 0.05 s with ``tasks.dask_preload``,
+    0.1-0.2 s before it) and on the server (about 0.06 s), against about 0.4 s for a 64x128x128
+    block's restore: on a 2-core node, tasks of 2, 4 and 8 blocks scaled 1.6x, 1.6x and 1.73x from
+    one worker to two (``bench.restore_dask``, before the preload's settings and TLS warm-up). A
+    short run therefore gets one task per worker; a long one tasks of 8, whose number keeps the
+    workers evenly loaded (``plan_tasks`` gives them equal work) and whose size keeps a lost
+    worker's redo short. ``workers`` defaults to ``EMZIP_DASK_WORKERS`` or this node's
     cores (set the variable when restoring on a cluster elsewhere).
     """
     count = workers or _local_workers()
     return max(1, min(MAX_BLOCKS_PER_TASK, math.ceil(blocks / count)))
+
+
+def plan_tasks(voxels: dict[str, int], per_task: int) -> list[list[str]]:
+    """Deal blocks (id -> voxels) into ``ceil(blocks / per_task)`` tasks of equal work, at most ``per_task`` each.
+
+    Largest first, each block to the task with the fewest voxels that still has room; each task's
+    blocks in id order. A volume's last blocks along each axis are partial (26 of 32 slices in
+    the FlyEM bench): cut into runs of consecutive ids, the task holding them finished 0.2 s
+    before the others and left one of two workers idle at the end of the run.
+    """
+    if per_task < 1:
+        raise ValueError(f"blocks per task must be at least 1, got {per_task}")
+    count = math.ceil(len(voxels) / per_task)
+    tasks: list[list[str]] = [[] for _ in range(count)]
+    work = [0] * count
+    for block_id in sorted(voxels, key=lambda b: (-voxels[b], b)):
+        lightest = min((i for i in range(count) if len(tasks[i]) < per_task), key=lambda i: (work[i], i))
+        tasks[lightest].append(block_id)
+        work[lightest] += voxels[block_id]
+    return [sorted(task) for task in tasks]
 
 
 def _local_workers() -> int:

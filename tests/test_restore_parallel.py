@@ -11,10 +11,11 @@ import pytest
 
 from bench.reliability.harness import run_flow_process, transitions
 from flows.demo import read_restored
-from flows.restore import MAX_BLOCKS_PER_TASK, default_blocks_per_task, restore_flow
+from flows.restore import MAX_BLOCKS_PER_TASK, WORKER_PRELOAD, default_blocks_per_task, plan_tasks, restore_flow
 from flows.synthetic import em_like, write_inbox
 from tasks.failpoints import ENVIRONMENT, ONCE
-from tasks.grid import parse_block_id
+from tasks.grid import block_grid, parse_block_id
+from tasks.restoring import limit_io_threads
 
 GRID = (4, 64, 64)
 
@@ -94,3 +95,49 @@ def test_restore_tasks_share_the_blocks_out_evenly_and_stay_short() -> None:
     assert default_blocks_per_task(1, workers=4) == 1
     assert default_blocks_per_task(0, workers=2) == 1
     assert default_blocks_per_task(10_000, workers=2) == MAX_BLOCKS_PER_TASK  # a long run: many short tasks
+
+
+def test_restore_tasks_get_equal_work_when_the_edge_blocks_are_partial() -> None:
+    voxels = {b.block_id: b.voxels for b in block_grid("vol", (250, 250, 250), (32, 128, 128))}
+    tasks = plan_tasks(voxels, 8)
+    assert len(tasks) == 4 and all(len(task) == 8 for task in tasks)
+    assert sorted(b for task in tasks for b in task) == sorted(voxels)  # every block once
+    work = [sum(voxels[b] for b in task) for task in tasks]
+    # consecutive ids would give the task of the last slabs (26 of 32 slices) 10% less work
+    assert max(work) / min(work) < 1.01, work
+    assert all(task == sorted(task) for task in tasks)
+    assert plan_tasks(voxels, 100) == [sorted(voxels)]
+    assert plan_tasks({}, 8) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_tasks(voxels, 0)
+
+
+def _io_settings() -> dict[str, object]:
+    """What a restore worker's preload set up in its process (run inside the worker)."""
+    import ssl
+
+    import prefect.client.orchestration as orchestration
+    import zarr
+
+    from tasks import restoring
+
+    context = restoring._io_context
+    return {
+        "copy_threads": None if context is None else context.spec.to_json()["data_copy_concurrency"]["limit"],
+        "zarr_threads": zarr.config.get("threading.max_workers"),
+        "tls_shared": orchestration.ssl is not ssl,
+    }
+
+
+def test_restore_workers_size_their_io_threads_to_their_task_threads() -> None:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None, preload=list(WORKER_PRELOAD)
+    )
+    with cluster, Client(cluster) as client:
+        (settings,) = client.run(_io_settings).values()
+    # as many TensorStore copy threads and zarr threads as the worker runs tasks, not one per core
+    assert settings == {"copy_threads": 2, "zarr_threads": 2, "tls_shared": True}
+    with pytest.raises(ValueError, match="at least 1"):
+        limit_io_threads(0)
