@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import time
@@ -188,11 +189,12 @@ def plan_tasks(voxels: dict[str, int], per_task: int) -> list[list[str]]:
         raise ValueError(f"blocks per task must be at least 1, got {per_task}")
     count = math.ceil(len(voxels) / per_task)
     tasks: list[list[str]] = [[] for _ in range(count)]
-    work = [0] * count
+    with_room = [(0, i) for i in range(count)]  # (voxels so far, task): a heap, lightest first
     for block_id in sorted(voxels, key=lambda b: (-voxels[b], b)):
-        lightest = min((i for i in range(count) if len(tasks[i]) < per_task), key=lambda i: (work[i], i))
+        work, lightest = heapq.heappop(with_room)
         tasks[lightest].append(block_id)
-        work[lightest] += voxels[block_id]
+        if len(tasks[lightest]) < per_task:
+            heapq.heappush(with_room, (work + voxels[block_id], lightest))
     return [sorted(task) for task in tasks]
 
 
