@@ -41,11 +41,10 @@ def _restore_plain(jobs: list[tuple[str, str, str]]) -> None:
         restore_block(item, Path(target))
 
 
-def _plain_seconds(inbox: Path, workers: int) -> float:
-    """Seconds to restore every block of ``inbox`` in ``workers`` processes (started beforehand)."""
+def _plain_seconds(inbox: Path, target: Path, workers: int) -> float:
+    """Seconds to restore every block of ``inbox`` into ``target`` in ``workers`` processes (started beforehand)."""
     from tasks.restoring import find_received, prepare_targets
 
-    target = inbox.parent / "restored-plain"
     shutil.rmtree(target, ignore_errors=True)
     items = find_received(inbox).received
     prepare_targets(items, target, "volume")
@@ -95,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(("flow, Dask", workers, result["handled"], seconds, start))
             os.environ.pop("EMZIP_DASK_WORKERS", None)
             for workers in (1, 2):
-                plain = _plain_seconds(inbox, workers)
-                if not np.array_equal(read_restored(inbox.parent / "restored-plain" / "vol.zarr"), volume):
+                restored = Path(scratch) / "restored-plain"
+                plain = _plain_seconds(inbox, restored, workers)
+                if not np.array_equal(read_restored(restored / "vol.zarr"), volume):
                     raise AssertionError(f"restore by {workers} plain processes is not identical")
                 rows.append(("plain processes", workers, blocks, plain, 0.0))
     runs: dict[tuple[str, int], list[float]] = {}
