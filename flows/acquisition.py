@@ -18,16 +18,13 @@ from typing import Any, TypeVar
 
 import torch
 from prefect import flow, get_run_logger
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
+from prefect.futures import PrefectFuture
 
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
+from flows.progress import ProgressBar
 from tasks.diskspace import OutOfSpaceError, out_of_space
 from tasks.encoding import EncodedBlock, outbox_paths
 from tasks.failpoints import failpoint
@@ -38,7 +35,7 @@ from tasks.provenance import load_record, new_record, write_record
 from tasks.pruning import prune_raw_files
 from tasks.readiness import DEFAULT_MARKER, scan_volume
 from tasks.shipping import assign_batches, backend_from_config, batch_files, outbox_file, record_transfer
-from tasks.steps import encode_block, read_block, ship_batch, verify_block
+from tasks.steps import BlockData, encode_block, read_block, ship_batch, verify_block
 from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
 from tasks.transfer import prune_outbox as prune_outbox_files
 from tasks.verification import VerifyResult
@@ -66,13 +63,26 @@ class _Run:
     outbox: Path
 
 
+def _start_read(run: _Run, record: BlockRecord) -> PrefectFuture[BlockData] | None:
+    """Start reading a claimed block's voxels (a task future) if it still needs encoding; else None.
+
+    The flow starts the next block's read before it trains the current one, so the read (and its
+    retries) runs beside training instead of between two blocks.
+    """
+    if record.state != "discovered":
+        return None
+    return read_block.submit(run.source, record.block_id, record.block.as_json())
+
+
 def _encode_and_record(
-    run: _Run, block: BlockRef, warm: dict[str, torch.Tensor] | None
+    run: _Run, block: BlockRef, warm: dict[str, torch.Tensor] | None, reading: PrefectFuture[BlockData] | None
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
-    """Read and encode one block into the outbox, with its provenance record (not yet verified)."""
-    started = time.monotonic()
-    data = read_block(run.source, block.block_id, block.as_json())
-    read_s = time.monotonic() - started
+    """Encode one block into the outbox, with its provenance record (not yet verified).
+
+    ``reading`` is the block's read started by ``_start_read``; None reads it here.
+    """
+    read = reading.result() if reading is not None else read_block(run.source, block.block_id, block.as_json())
+    data, read_s = read.voxels, read.seconds
     encoded, state = encode_block(block.block_id, block.as_json(), data, run.settings, str(run.outbox), warm)
     record = new_record(
         block,
@@ -92,12 +102,17 @@ def _encode_and_record(
 
 
 def _bring_to_encoded(
-    ledger: Ledger, worker: str, run: _Run, record: BlockRecord, warm: dict[str, torch.Tensor] | None
+    ledger: Ledger,
+    worker: str,
+    run: _Run,
+    record: BlockRecord,
+    warm: dict[str, torch.Tensor] | None,
+    reading: PrefectFuture[BlockData] | None = None,
 ) -> tuple[BlockRecord | None, dict[str, torch.Tensor] | None]:
     """Encode a claimed block if it still needs it; None if it must start over (outbox files lost)."""
     outbox = run.outbox
     if record.state == "discovered":
-        encoded, warm = _encode_and_record(run, record.block, warm)
+        encoded, warm = _encode_and_record(run, record.block, warm, reading)
         record = ledger.advance(
             record.block_id,
             worker,
@@ -157,6 +172,21 @@ def _block_failed(ledger: Ledger, worker: str, record: BlockRecord, exc: Excepti
     return None
 
 
+def _finished(future: Any) -> bool:
+    """Whether a task's future has finished, asked of the future it wraps where there is one.
+
+    ``PrefectFuture.state`` reads the task run from the Prefect API until the run is final: a
+    request (and a new API client) per future each time the flow looks, which on a 2-core edge
+    node took CPU from training and the verifiers. The thread pool's and Dask's futures know
+    locally; only other kinds of future are asked through the API.
+    """
+    wrapped = getattr(future, "wrapped_future", None)
+    done = getattr(wrapped, "done", None)
+    if callable(done):
+        return bool(done())
+    return bool(future.state.is_final())
+
+
 def _due(pending: list[T], wait_for: int, future_of: Callable[[T], Any | None]) -> tuple[list[T], list[T]]:
     """Split work in flight (oldest first) into what to finish now and what keeps running.
 
@@ -167,7 +197,7 @@ def _due(pending: list[T], wait_for: int, future_of: Callable[[T], Any | None]) 
     still: list[T] = []
     for index, item in enumerate(pending):
         future = future_of(item)
-        if len(pending) - index > wait_for or future is None or future.state.is_final():
+        if len(pending) - index > wait_for or future is None or _finished(future):
             due.append(item)
         else:
             still.append(item)
@@ -352,9 +382,7 @@ def acquisition_flow(
         )
         run = _Run(report.volume, grid, source.as_json(), settings, outbox_path)
         todo = len(ledger_db.pending(source.name))
-        progress_id: Any = create_progress_artifact(
-            0.0, key=f"progress-{_key(source.name)}", description=f"{source.name}: blocks"
-        )
+        progress = ProgressBar(key=f"progress-{_key(source.name)}", description=f"{source.name}: blocks")
         done = 0
         warm: dict[str, torch.Tensor] | None = None
         verified: list[BlockRecord] = []
@@ -411,13 +439,24 @@ def acquisition_flow(
                 shipped = _finish_shipping(ledger_db, worker, backend, outbox_path, shipment, prune_outbox)
                 held_back.update(i for i in shipment.ids if i not in shipped)
 
-        while (max_blocks is None or done < max_blocks) and disk_full is None:
+        def claim_next(taken: int) -> tuple[BlockRecord, PrefectFuture[BlockData] | None] | None:
+            """Claim the next block (None when there is none, or ``max_blocks`` are taken) and start its read."""
+            if max_blocks is not None and taken >= max_blocks:
+                return None
             claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1, exclude=held_back)
-            if not claimed:
+            return (claimed[0], _start_read(run, claimed[0])) if claimed else None
+
+        upcoming: tuple[BlockRecord, PrefectFuture[BlockData] | None] | None = None
+        while disk_full is None:
+            upcoming = upcoming or claim_next(done)
+            if upcoming is None:
                 break
-            record = claimed[0]
+            record, reading = upcoming
+            # The next block is claimed and its read started now, so the read runs while this one
+            # trains. A claim still held when the run stops is released with the others (finally).
+            upcoming = claim_next(done + 1)
             try:
-                outcome, warm = _bring_to_encoded(ledger_db, worker, run, record, warm)
+                outcome, warm = _bring_to_encoded(ledger_db, worker, run, record, warm, reading)
                 if outcome is None:
                     continue  # its outbox files were lost: back to discovered, encoded again next turn
                 if outcome.state == "verified":  # verified before a restart: ship it
@@ -434,7 +473,7 @@ def acquisition_flow(
                     _start_shipping(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
                 )
                 verified = []
-            update_progress_artifact(progress_id, 100.0 * done / max(todo, 1))
+            progress.update(100.0 * done / max(todo, 1))
         catch_up(behind=0)
         if verified:
             shipping.extend(
@@ -443,7 +482,7 @@ def acquisition_flow(
         land(wait_for=0)
         if disk_full is not None:
             raise OutOfSpaceError(f"{source.name}: run stopped, disk full: {disk_full}") from disk_full
-        update_progress_artifact(progress_id, 100.0)
+        progress.update(100.0)
         if prune_raw != "off":
             pruned = prune_raw_files(ledger_db, report.volume, grid, dry_run=prune_raw != "delete")
             logger.info(

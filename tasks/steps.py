@@ -8,8 +8,9 @@ failed verification is never retried into a ship. Every log line names the block
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from tasks.volumes import VolumeError, VolumeSource, open_volume
 GPU_LIMIT_PREFIX = "emzip-gpu"
 
 __all__ = [
+    "BlockData",
     "encode_block",
     "gpu_limit_name",
     "read_block",
@@ -74,13 +76,21 @@ def _retry_transient(retries: int, backoff_factor: float) -> dict[str, Any]:
     }
 
 
+class BlockData(NamedTuple):
+    """One block's voxels as read, and the seconds the read took (its provenance records them)."""
+
+    voxels: np.ndarray
+    seconds: float
+
+
 @task(name="read-block", task_run_name="read {block_id}", **_retry_transient(retries=3, backoff_factor=2))
-def read_block(source: dict[str, Any], block_id: str, block: dict[str, Any]) -> np.ndarray:
+def read_block(source: dict[str, Any], block_id: str, block: dict[str, Any]) -> BlockData:
     """Read one block's voxels through TensorStore (fresh metadata)."""
+    started = time.monotonic()
     ref = BlockRef.from_json(block)
     data = open_volume(VolumeSource.from_json(source)).read(ref.bounds)
     get_run_logger().info("%s: read %s %s", block_id, data.dtype, data.shape)
-    return data
+    return BlockData(data, time.monotonic() - started)
 
 
 @task(name="encode-block", task_run_name="encode {block_id}", cache_policy=NO_CACHE)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tasks.encoding
+import tasks.steps
 from codec.api import encode as real_encode
 from flows.acquisition import acquisition_flow
 from flows.demo import read_restored, run_demo, run_pipeline
@@ -112,7 +113,22 @@ def test_a_batch_ships_while_the_next_block_trains(
             overlapped.append(encoding.wait(timeout=60))
         return real_transfer(self, batch, submission_id)
 
+    # The second block's encode waits for the first block's verification, so the first batch is
+    # ready to ship before the third block trains however long the verifiers take to start.
+    verified_one = threading.Event()
+    encodes: list[int] = []
+    real_verify = tasks.steps.verify_container
+
+    def watching_verify(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_verify(*args, **kwargs)
+        finally:
+            verified_one.set()
+
     def watching_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        encodes.append(1)
+        if len(encodes) == 2:
+            verified_one.wait(timeout=60)
         encoding.set()
         try:
             return real_encode(data, *args, **kwargs)
@@ -121,6 +137,7 @@ def test_a_batch_ships_while_the_next_block_trains(
 
     monkeypatch.setattr(LocalTransfer, "transfer", slow_transfer)
     monkeypatch.setattr(tasks.encoding, "encode", watching_encode)
+    monkeypatch.setattr(tasks.steps, "verify_container", watching_verify)
     edge = acquisition_flow(
         acquisition=str(folder),
         outbox=str(tmp_path / "outbox"),
@@ -135,6 +152,40 @@ def test_a_batch_ships_while_the_next_block_trains(
     assert overlapped == [True], "the first transfer held up training"
     assert edge["progress"]["shipped"] == 4 and edge["progress"]["failed"] == 0
     assert len(list((tmp_path / "inbox" / "vol").glob("*.emz"))) == 4
+
+
+def test_the_next_block_is_read_while_this_one_trains(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.volumes import Volume
+
+    folder, volume = _acquisition(tmp_path, seed=7)
+    encoding = threading.Event()  # set while a block trains and encodes
+    overlapped: list[bool] = []
+    real_read = Volume.read
+
+    def watching_read(self: Volume, bounds: Any) -> np.ndarray:
+        if overlapped or encoding.is_set():  # the first block has nothing to overlap with
+            overlapped.append(encoding.wait(timeout=30))
+        else:
+            overlapped.append(True)
+        return real_read(self, bounds)
+
+    def watching_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        encoding.set()
+        try:
+            return real_encode(data, *args, **kwargs)
+        finally:
+            encoding.clear()
+
+    monkeypatch.setattr(Volume, "read", watching_read)
+    monkeypatch.setattr(tasks.encoding, "encode", watching_encode)
+    result = run_pipeline(folder, tmp_path, layout="slices", block_shape=BLOCK, codec=CODEC)
+    assert overlapped == [True] * 4, "a block was read while no block trained"
+    assert result["edge"]["progress"]["shipped"] == 4 and result["edge"]["progress"]["failed"] == 0
+    np.testing.assert_array_equal(read_restored(tmp_path / "datacenter" / "restored" / "vol.zarr"), volume)
+    records = sorted((tmp_path / "edge" / "outbox" / "vol").glob("*.prov.json"))
+    assert len(records) == 4 and all(load_record(r)["timings_s"]["read"] > 0 for r in records)
 
 
 _RUN_FLOW = """
