@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,20 @@ def _artifacts() -> dict[str, str]:
 
     with get_client(sync_client=True) as client:
         return {a.key: str(a.data) for a in client.read_artifacts() if a.key}
+
+
+def _flagging_encode(encoding: threading.Event, before: Callable[[], None] = lambda: None) -> Callable[..., Any]:
+    """The codec's ``encode``, with ``encoding`` set while it trains and encodes (``before`` runs first)."""
+
+    def watching_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        before()
+        encoding.set()
+        try:
+            return real_encode(data, *args, **kwargs)
+        finally:
+            encoding.clear()
+
+    return watching_encode
 
 
 def test_demo_end_to_end_restores_identical_volume(prefect_api: str, tmp_path: Path) -> None:
@@ -125,18 +140,13 @@ def test_a_batch_ships_while_the_next_block_trains(
         finally:
             verified_one.set()
 
-    def watching_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+    def second_waits_for_a_verification() -> None:
         encodes.append(1)
         if len(encodes) == 2:
             verified_one.wait(timeout=60)
-        encoding.set()
-        try:
-            return real_encode(data, *args, **kwargs)
-        finally:
-            encoding.clear()
 
     monkeypatch.setattr(LocalTransfer, "transfer", slow_transfer)
-    monkeypatch.setattr(tasks.encoding, "encode", watching_encode)
+    monkeypatch.setattr(tasks.encoding, "encode", _flagging_encode(encoding, second_waits_for_a_verification))
     monkeypatch.setattr(tasks.steps, "verify_container", watching_verify)
     edge = acquisition_flow(
         acquisition=str(folder),
@@ -171,15 +181,8 @@ def test_the_next_block_is_read_while_this_one_trains(
             overlapped.append(True)
         return real_read(self, bounds)
 
-    def watching_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        encoding.set()
-        try:
-            return real_encode(data, *args, **kwargs)
-        finally:
-            encoding.clear()
-
     monkeypatch.setattr(Volume, "read", watching_read)
-    monkeypatch.setattr(tasks.encoding, "encode", watching_encode)
+    monkeypatch.setattr(tasks.encoding, "encode", _flagging_encode(encoding))
     result = run_pipeline(folder, tmp_path, layout="slices", block_shape=BLOCK, codec=CODEC)
     assert overlapped == [True] * 4, "a block was read while no block trained"
     assert result["edge"]["progress"]["shipped"] == 4 and result["edge"]["progress"]["failed"] == 0
