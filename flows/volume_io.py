@@ -52,7 +52,8 @@ def write_volume(path: Path, array: np.ndarray) -> None:
         import tifffile
 
         buffer = io.BytesIO()
-        tifffile.imwrite(buffer, array)
+        # A stack of grey slices, never colour planes (tifffile reads 3 or 4 slices as RGB(A) otherwise).
+        tifffile.imwrite(buffer, array, photometric="minisblack")
         atomic_write_bytes(path, buffer.getvalue())
     else:
         raise VolumeFileError(f"{path}: unsupported output type {suffix!r} (use .npy, .tif or .tiff)")

@@ -20,7 +20,7 @@ def test_compress_decompress_info(tmp_path: Path, suffix: str, capsys: pytest.Ca
     if suffix == ".npy":
         np.save(source, volume)
     else:
-        tifffile.imwrite(source, volume)
+        tifffile.imwrite(source, volume, photometric="minisblack")
     packed = tmp_path / "block.emz"
     assert main(["compress", str(source), str(packed), "--effort", "1", "--quiet"]) == 0
     assert main(["info", str(packed)]) == 0
@@ -30,6 +30,9 @@ def test_compress_decompress_info(tmp_path: Path, suffix: str, capsys: pytest.Ca
     assert main(["decompress", str(packed), str(restored), "--quiet"]) == 0
     back = np.load(restored) if suffix == ".npy" else tifffile.imread(restored)
     assert np.array_equal(back, volume)
+    if suffix == ".tif":  # 3 grey slices, not one RGB image
+        with tifffile.TiffFile(restored) as written:
+            assert written.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["block.emz", f"in{suffix}", f"out{suffix}"])
 
 
