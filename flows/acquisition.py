@@ -75,13 +75,13 @@ def _start_read(run: _Run, record: BlockRecord) -> PrefectFuture[BlockData] | No
 
 
 def _encode_and_record(
-    run: _Run, block: BlockRef, warm: dict[str, torch.Tensor] | None, reading: PrefectFuture[BlockData] | None
+    run: _Run, block: BlockRef, warm: dict[str, torch.Tensor] | None, reading: PrefectFuture[BlockData]
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
     """Encode one block into the outbox, with its provenance record (not yet verified).
 
-    ``reading`` is the block's read started by ``_start_read``; None reads it here.
+    ``reading`` is the block's read, started by ``_start_read`` when the block was claimed.
     """
-    read = reading.result() if reading is not None else read_block(run.source, block.block_id, block.as_json())
+    read = reading.result()
     data, read_s = read.voxels, read.seconds
     encoded, state = encode_block(block.block_id, block.as_json(), data, run.settings, str(run.outbox), warm)
     record = new_record(
@@ -107,11 +107,16 @@ def _bring_to_encoded(
     run: _Run,
     record: BlockRecord,
     warm: dict[str, torch.Tensor] | None,
-    reading: PrefectFuture[BlockData] | None = None,
+    reading: PrefectFuture[BlockData] | None,
 ) -> tuple[BlockRecord | None, dict[str, torch.Tensor] | None]:
-    """Encode a claimed block if it still needs it; None if it must start over (outbox files lost)."""
+    """Encode a claimed block if it still needs it; None if it must start over (outbox files lost).
+
+    ``reading`` is the block's read (``_start_read``), None when it needs no encoding.
+    """
     outbox = run.outbox
     if record.state == "discovered":
+        if reading is None:
+            raise ValueError(f"{record.block_id}: needs encoding but no read was started for it")
         encoded, warm = _encode_and_record(run, record.block, warm, reading)
         record = ledger.advance(
             record.block_id,
