@@ -25,6 +25,7 @@ from codec.errors import CorruptDataError, EmzipError, FormatError, UnsupportedI
 from codec.family_probe import choose_family
 from codec.freeze import freeze
 from codec.frozen import ACTIVATION_BITS, HIDDEN_WEIGHT_BITS, OUTPUT_WEIGHT_BITS, FrozenModel
+from codec.limits import LimitError, check_decoded_bytes, check_learned_payload
 from codec.model import Architecture
 from codec.quantize import IntegerModel
 from codec.settings import Settings
@@ -75,6 +76,8 @@ def _pick_device(name: str) -> torch.device:
 
 def _as_array(volume: Any) -> np.ndarray:
     array = np.asarray(volume)
+    if array.ndim == 0:
+        raise UnsupportedInputError("a 0-dimensional array (a single value) is not a volume: give at least one axis")
     if array.ndim > container.MAX_NDIM:
         raise UnsupportedInputError(
             f"arrays of {array.ndim} dimensions are not supported (at most {container.MAX_NDIM})"
@@ -133,6 +136,8 @@ def _learned_container(
     calibration = model_stack(block, arch.k, device)[picks, :, :_CALIBRATION_SIZE, :_CALIBRATION_SIZE]
     frozen = freeze(model, calibration)
     streams = lattice_codec.encode_block(frozen, block, device)
+    for z, stream in enumerate(streams):  # a decoder refuses streams below the format's floor
+        check_learned_payload(block.shape[1] * block.shape[2], len(stream.words), z)
     model_bytes = frozen.to_bytes()
     config = {
         "architecture": arch.to_json(),
@@ -186,7 +191,7 @@ def encode(
     else:
         try:
             learned_bytes, report, model_hash, state = _learned_container(array, settings, warm_start, progress)
-        except (RuntimeError, ValueError, FloatingPointError) as exc:
+        except (RuntimeError, ValueError, FloatingPointError, LimitError) as exc:
             log.warning("learned coding failed, storing with the classic codec instead: %s", exc)
             reason = f"learned coding failed: {exc}"
     chosen: bytes | None = None
@@ -279,9 +284,53 @@ def _decode_frozen(arch: Architecture, packed: bytes) -> FrozenModel:
     return FrozenModel.from_bytes(arch, _model_bytes(packed))
 
 
-def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
-    """Decode container bytes back to the exact array that was compressed."""
+def _original_dtype(parsed: Container) -> np.dtype[Any] | None:
+    """The dtype the caller gave ``compress`` when it differs from HEAD's (another byte order), else None.
+
+    Only a plain numeric dtype of HEAD's kind and itemsize is accepted: CONF must not turn the
+    decoded bytes into other values, objects, strings or a larger array.
+    """
+    original = parsed.config.get("original_dtype")
+    if original is None or original == parsed.header.dtype:
+        return None
+    if not isinstance(original, str) or len(original) > 8:
+        raise CorruptDataError(f"CONF original_dtype {original!r} is not a dtype string")
+    try:
+        wanted = np.dtype(original)
+    except (TypeError, ValueError, SyntaxError) as exc:
+        raise CorruptDataError(f"CONF original_dtype {original!r} is not a dtype") from exc
+    if wanted.shape != () or wanted.fields is not None or wanted.newbyteorder("<").str != parsed.header.dtype:
+        raise CorruptDataError(
+            f"CONF original_dtype {original!r} is not HEAD's {parsed.header.dtype} in another byte order"
+        )
+    return wanted
+
+
+def _check_bounds(parsed: Container, max_bytes: int | None) -> None:
+    """Refuse before allocating: HEAD's decoded bytes over the limit (``codec.limits``), or a
+    learned payload too short for the voxels it claims."""
+    header = parsed.header
+    check_decoded_bytes(header.voxels, np.dtype(header.dtype).itemsize, max_bytes)
+    _original_dtype(parsed)
+
+
+def _learned_streams(parsed: Container, shape3: tuple[int, ...]) -> list[learned.SliceStream]:
+    """The slice streams of a learned container, each checked against the format's density floor."""
+    streams = learned.unpack_streams(parsed.data, shape3[0])
+    if parsed.version >= 3:
+        for z, stream in enumerate(streams):
+            check_learned_payload(shape3[1] * shape3[2], len(stream.words), z)
+    return streams
+
+
+def decompress(data: bytes, *, progress: Progress | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """Decode container bytes back to the exact array that was compressed.
+
+    ``max_bytes`` bounds the decoded size (default ``codec.limits.max_decoded_bytes()``); every
+    bound is checked before anything is allocated, and every failure is an ``EmzipError``.
+    """
     parsed = container.unpack(data)
+    _check_bounds(parsed, max_bytes)
     header = parsed.header
     dtype = np.dtype(header.dtype)
     shape = header.shape
@@ -289,7 +338,7 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
         if dtype != np.uint8 or len(shape) not in (2, 3):
             raise CorruptDataError(f"learned container claims {header.dtype} {shape}")
         shape3 = (1, *shape) if len(shape) == 2 else shape
-        streams = learned.unpack_streams(parsed.data, shape3[0])
+        streams = _learned_streams(parsed, shape3)
         on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
         dims = (shape3[0], shape3[1], shape3[2])
         arch = _architecture(parsed.config)
@@ -312,13 +361,8 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> np.ndarray:
         raise FormatError(f"unknown codec {header.codec}")
     if hashlib.sha256(array.tobytes()).digest() != header.sha256:
         raise CorruptDataError("decoded block does not match its recorded SHA-256")
-    original = parsed.config.get("original_dtype")
-    if isinstance(original, str) and original != header.dtype:
-        try:
-            array = array.astype(np.dtype(original))
-        except TypeError as exc:
-            raise CorruptDataError(f"CONF original_dtype {original!r} is not a dtype") from exc
-    return array
+    original = _original_dtype(parsed)
+    return array.astype(original) if original is not None else array
 
 
 def decompress_many(blobs: list[bytes], *, device: str = "cpu", batch: int = 8) -> list[np.ndarray]:
@@ -332,6 +376,7 @@ def decompress_many(blobs: list[bytes], *, device: str = "cpu", batch: int = 8) 
     pending: dict[tuple[Architecture, tuple[int, ...]], list[tuple[int, Container]]] = {}
     for i, data in enumerate(blobs):
         parsed = container.unpack(data)
+        _check_bounds(parsed, None)
         h = parsed.header
         if parsed.version >= 3 and h.codec == "learned" and h.dtype == "|u1" and len(h.shape) == 3:
             pending.setdefault((_architecture(parsed.config), h.shape), []).append((i, parsed))
@@ -342,7 +387,7 @@ def decompress_many(blobs: list[bytes], *, device: str = "cpu", batch: int = 8) 
         for first in range(0, len(members), batch):
             chunk = members[first : first + batch]
             models = [_decode_frozen(arch, p.model) for _, p in chunk]
-            streams = [learned.unpack_streams(p.data, shape[0]) for _, p in chunk]
+            streams = [_learned_streams(p, shape) for _, p in chunk]
             with torch.no_grad():
                 arrays = lattice_codec.decode_blocks(models, streams, (shape[0], shape[1], shape[2]), target)
             for (i, parsed), array in zip(chunk, arrays, strict=True):

@@ -163,8 +163,8 @@ def unpack(data: bytes) -> Container:
         raise CorruptDataError("CONF section is larger than 1 MiB")
     try:
         config = json.loads(sections[b"CONF"].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptDataError(f"CONF section is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # also too deep, or too many digits
+        raise CorruptDataError(f"CONF section is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(config, dict):
         raise CorruptDataError("CONF section is not a JSON object")
     return Container(header, config, sections.get(b"MODL", b""), sections[b"DATA"], version)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from base64 import b64encode
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatc
 from tasks.transfer import prune_outbox as prune_outbox_files
 from tasks.verification import VerifyResult
 from tasks.verifier_pool import verifier_count
-from tasks.volumes import Volume, open_volume, resolve_source
+from tasks.volumes import Volume, VolumeSource, open_volume, resolve_source
 
 EDGE_STATES = ("discovered", "encoded", "verified")
 #: Blocks encoded but not yet verified before the flow stops training to wait for the verifiers
@@ -364,6 +364,8 @@ def acquisition_flow(
     worker = worker_identity()
     started = time.monotonic()
     try:
+        # Before anything is read, encoded or pruned: the volume id is this acquisition's alone.
+        source = bind_acquisition(ledger_db, source, outbox_path, explicit=volume_name is not None)
         if block_shape:
             grid = (int(block_shape[0]), int(block_shape[1]), int(block_shape[2]))
         else:
@@ -501,6 +503,42 @@ def acquisition_flow(
     finally:
         ledger_db.release_all(worker)  # an exception must not leave blocks claimed until the lease ends
         ledger_db.close()
+
+
+def _legacy_location(outbox: Path, volume: str) -> str | None:
+    """Where a volume's blocks came from, by its first provenance record in the outbox (None if none)."""
+    folder = outbox / volume
+    for path in sorted(folder.glob("*.prov.json")) if folder.is_dir() else []:
+        try:
+            return str(load_record(path)["volume"]["source"]["location"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def bind_acquisition(ledger: Ledger, source: VolumeSource, outbox: Path, *, explicit: bool) -> VolumeSource:
+    """Bind the source's volume id to its acquisition in the ledger; returns the source to run.
+
+    A ledger written before acquisition ids holds volumes named after their folders. A run of
+    the same folder (by the location in the volume's provenance records) continues that volume
+    under its old name; an operator's explicit name continues it unless its records name another
+    folder. Any other source whose id is taken is refused here (``LedgerError``), before a block is
+    read or a raw file pruned.
+    """
+    if source.acquisition is None:
+        raise ValueError(f"{source.location}: the acquisition flow needs the acquisition's identity")
+    acquisition = source.acquisition
+    adopt = False
+    if explicit:
+        legacy = _legacy_location(outbox, source.name)
+        adopt = legacy is None or legacy == source.location
+    else:
+        stem = source.name.rsplit("-", 1)[0]
+        unbound = ledger.has_blocks(stem) and ledger.volume_binding(stem) is None
+        if unbound and _legacy_location(outbox, stem) == source.location:
+            source, adopt = replace(source, name=stem), True
+    ledger.bind_volume(source.name, acquisition.id, acquisition.location, adopt_legacy=adopt)
+    return source
 
 
 def _key(name: str) -> str:

@@ -121,16 +121,24 @@ def _run(args: argparse.Namespace) -> int:
     """The pipeline on a real acquisition (already acquired: every block is ready)."""
     _quiet_prefect()
     from flows.demo import run_pipeline
+    from tasks.ledger import LedgerError
+    from tasks.volumes import VolumeError, resolve_source
 
-    block = tuple(int(v) for v in args.block.split(",")) if args.block else None
-    result = run_pipeline(
-        Path(args.acquisition),
-        Path(args.dest),
-        layout=args.layout,
-        block_shape=block,  # type: ignore[arg-type]
-        codec={"effort": args.effort},
-        assume_complete=True,
-    )
+    block = _block_shape(args.block)
+    try:
+        resolve_source(args.acquisition, args.name, args.layout, identify=False)  # a clear error before Prefect starts
+        result = run_pipeline(
+            Path(args.acquisition),
+            Path(args.dest),
+            layout=args.layout,
+            volume_name=args.name,
+            block_shape=block,
+            codec={"effort": args.effort},
+            assume_complete=True,
+        )
+    except (VolumeError, LedgerError) as exc:
+        print(f"emzip run: {exc}", file=sys.stderr)
+        return 2
     edge, restored = result["edge"], result["restore"]
     print(
         f"{edge['volume']}: {edge['progress']['shipped']} blocks shipped at {edge['bits_per_voxel']:.3f} bits/voxel, "
@@ -139,20 +147,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if not edge["failures"] else 1
 
 
+def _block_shape(text: str | None) -> tuple[int, int, int] | None:
+    """``--block z,y,x`` as three positive integers (a one-line error otherwise)."""
+    if not text:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise VolumeFileError(f"--block {text!r}: expected three positive integers z,y,x")
+    return values[0], values[1], values[2]
+
+
 def _convert(args: argparse.Namespace) -> int:
     """An emzip-coded zarr v3 copy of a volume on disk (resumable; the source is only read)."""
     from codec.settings import Settings
     from tasks.convert import convert_volume
     from tasks.volumes import VolumeError, resolve_source
 
-    block = tuple(int(v) for v in args.block.split(",")) if args.block else None
+    block = _block_shape(args.block)
     try:
-        source = resolve_source(args.source, args.name, args.layout)
+        source = resolve_source(args.source, args.name, args.layout, write_id=False)  # the source is only read
         report = convert_volume(
             source,
             Path(args.output),
             Settings(effort=args.effort),
-            block,  # type: ignore[arg-type]
+            block,
             progress=_Progress(not args.quiet),
         )
     except VolumeError as exc:
@@ -172,7 +193,7 @@ def _load_for_bench(target: str) -> tuple[str, np.ndarray]:
     if path.is_dir() or target.lstrip().startswith("{"):
         from tasks.volumes import open_volume, resolve_source
 
-        source = resolve_source(target)
+        source = resolve_source(target, identify=False)
         volume = open_volume(source)
         return source.name, volume.read(((0, volume.shape[0]), (0, volume.shape[1]), (0, volume.shape[2])))
     return path.stem, read_volume(path)
@@ -299,12 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--layout", default=None, choices=["zarr", "zarr3", "n5", "precomputed", "slices"])
     r.add_argument("--block", default=None, help="block shape z,y,x (default 64 slices, ~512 in y and x)")
     r.add_argument("--effort", type=int, default=2)
+    r.add_argument(
+        "--name",
+        default=None,
+        help="volume id, used as is (default: the folder name plus the acquisition's id, never shared "
+        "by two acquisitions)",
+    )
     r.set_defaults(func=_run)
     k = sub.add_parser("convert", help="an emzip-coded zarr v3 copy of a zarr/N5/precomputed/TIFF volume")
     k.add_argument("source", help="zarr/zarr3/n5/precomputed folder, a folder of TIFF/PNG slices, or a spec")
     k.add_argument("output", help="the archive to write (a .zarr folder); run again to resume")
     k.add_argument("--layout", default=None, choices=["zarr", "zarr3", "n5", "precomputed", "slices"])
-    k.add_argument("--name", default=None, help="volume name (default: the folder name)")
+    k.add_argument("--name", default=None, help="volume id (default: the folder name plus the acquisition's id)")
     k.add_argument("--block", default=None, help="block = chunk shape z,y,x (default 64 slices, ~512 in y and x)")
     k.add_argument("--effort", type=int, default=2)
     k.add_argument("--quiet", action="store_true")

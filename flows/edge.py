@@ -30,7 +30,9 @@ def edge_scan_flow(
     """Run the acquisition flow for each volume folder under ``acquisition_root``.
 
     ``only_volume`` (a folder name) restricts the scan to one volume: triggers pass the volume
-    named by the event. Folders that are not (yet) volumes are skipped with a log line.
+    named by the event. Folders that are not (yet) volumes are skipped with a log line. Each
+    volume's id is its folder name plus its acquisition's id (``tasks.identity``): a folder
+    written again under the same name is a new volume, never mistaken for the shipped one.
     """
     logger = get_run_logger()
     root = Path(acquisition_root)
@@ -40,7 +42,7 @@ def edge_scan_flow(
         if only_volume and folder.name != only_volume:
             continue
         try:
-            resolve_source(folder)
+            resolve_source(folder, identify=False)
         except VolumeError as exc:
             logger.info("%s: skipped: %s", folder.name, exc)
             continue
@@ -48,7 +50,6 @@ def edge_scan_flow(
             acquisition=str(folder),
             outbox=outbox,
             transfer=transfer,
-            volume_name=folder.name,
             block_shape=block_shape,
             settle_seconds=settle_seconds,
             codec=codec,

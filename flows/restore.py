@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.diskspace import OutOfSpaceError, out_of_space
 from tasks.ledger import Ledger, worker_identity
-from tasks.restoring import find_received, prepare_targets
+from tasks.restoring import DAMAGED_AFTER_SECONDS, find_received, prepare_targets
 from tasks.steps import DISK_FULL, FAILED, RESTORED, restore_blocks
 
 
@@ -25,6 +25,7 @@ def restore_flow(
     ledger: str | None = None,
     target: str = "volume",
     blocks_per_task: int | None = None,
+    damaged_after: float = DAMAGED_AFTER_SECONDS,
 ) -> dict[str, Any]:
     """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
 
@@ -45,8 +46,8 @@ def restore_flow(
     logger = get_run_logger()
     started = time.monotonic()
     with Ledger(ledger or Path(restored) / "ledger.sqlite") as db:
-        done = frozenset(r.block_id for r in db.blocks(states=("restored",)))
-        scan = find_received(Path(inbox), done)
+        done = {r.block_id: r.raw_sha256 for r in db.blocks(states=("restored",))}
+        scan = find_received(Path(inbox), done, damaged_after)
         received = scan.received
         for path, why in scan.waiting.items():
             logger.info("%s: not restored yet: %s", path, why)
@@ -63,7 +64,10 @@ def restore_flow(
         by_id = {item.block.block_id: item for item in received}
         rows: list[dict[str, Any]] = []
         claimed = db.claim(worker, ("shipped",), limit=len(by_id), block_ids=list(by_id))
-        prepare_targets([by_id[r.block_id] for r in claimed], Path(restored), target)
+        refused_blocks = prepare_targets([by_id[r.block_id] for r in claimed], Path(restored), target)
+        for block_id, why in refused_blocks.items():  # refused alone: the other blocks go on
+            _record_outcome(db, worker, block_id, {"state": FAILED, "reason": f"refused: {why}"}, rows)
+        claimed = [r for r in claimed if r.block_id not in refused_blocks]
         runner_seconds = _start_task_runner() if claimed else 0.0
         restoring = time.monotonic()
         size = blocks_per_task or default_blocks_per_task(len(claimed))
@@ -94,10 +98,11 @@ def restore_flow(
             key="refused-files",
             description="received files refused by validation (left in place, not restored)",
         )
+    damaged = sum(1 for why in scan.refused.values() if ": damaged: " in why)
     create_markdown_artifact(
         f"# emzip restore\n\n{progress['restored']} blocks restored in total, {len(rows)} handled by this run, "
-        f"{progress['failed']} failed, {len(scan.waiting)} files waiting, {len(scan.refused)} refused; "
-        f"{time.monotonic() - started:.1f} s.",
+        f"{progress['failed']} failed, {len(scan.waiting)} files waiting, {len(scan.refused)} refused "
+        f"({damaged} damaged); {time.monotonic() - started:.1f} s.",
         key="restore-summary",
     )
     return {
@@ -105,6 +110,7 @@ def restore_flow(
         "progress": progress,
         "waiting": len(scan.waiting),
         "refused": scan.refused,
+        "damaged": damaged,
         "rows": rows,
         "restore_seconds": round(restore_seconds, 3),
         "runner_start_seconds": round(runner_seconds, 3),

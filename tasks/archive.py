@@ -12,8 +12,11 @@ attributes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,34 @@ def open_archive(
     block_shape: tuple[int, int, int],
     attributes: dict[str, Any],
 ) -> None:
-    """Create the archive's metadata, or check an existing one agrees and grow it to ``shape``."""
+    """Create the archive's metadata, or check an existing one agrees and grow it to ``shape``.
+
+    Under an exclusive lock on the archive (``.zarr.json.lock``): two processes growing it at
+    once each read the other's growth, never write over it.
+    """
+    with _metadata_lock(path):
+        _open_archive_locked(path, shape, dtype, block_shape, attributes)
+
+
+@contextlib.contextmanager
+def _metadata_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<archive>/.zarr.json.lock`` (released when the process dies)."""
+    path.mkdir(parents=True, exist_ok=True)
+    with (path / ".zarr.json.lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _open_archive_locked(
+    path: Path,
+    shape: tuple[int, int, int],
+    dtype: np.dtype[Any],
+    block_shape: tuple[int, int, int],
+    attributes: dict[str, Any],
+) -> None:
     metadata_path = path / "zarr.json"
     if not metadata_path.exists():
         atomic_write_json(metadata_path, archive_metadata(shape, dtype, block_shape, attributes))

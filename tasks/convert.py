@@ -11,6 +11,7 @@ already verified are not coded again.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from tasks.archive import open_archive, place_block
 from tasks.checksums import array_sha256
 from tasks.grid import block_grid, choose_block_shape
 from tasks.ledger import Ledger, worker_identity
-from tasks.volumes import VolumeSource, open_volume
+from tasks.targets import TargetError, read_target
+from tasks.volumes import VolumeError, VolumeSource, open_volume
 
 __all__ = ["ConvertReport", "convert_volume"]
 
@@ -45,13 +47,21 @@ def convert_volume(
     block_shape: tuple[int, int, int] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ConvertReport:
-    """Convert ``source`` into the emzip archive ``archive`` (a ``.zarr`` folder); resumable."""
+    """Convert ``source`` into the emzip archive ``archive`` (a ``.zarr`` folder); resumable.
+
+    An existing archive is resumed only if it holds this acquisition (``VolumeError`` otherwise):
+    a second source of the same folder name must never pass for the first one's blocks.
+    """
+    _check_same_acquisition(source, archive)
     volume = open_volume(source)
     grid = block_shape or choose_block_shape(volume.chunk, whole_slices=source.layout == "slices")
     attributes = {
         "voxel_size": list(volume.voxel_size) if volume.voxel_size else None,
         "units": volume.units,
-        "emzip": {"converted_from": source.as_json()},
+        "emzip": {
+            "converted_from": source.as_json(),
+            "acquisition": source.acquisition.id if source.acquisition else None,
+        },
     }
     open_archive(archive, volume.shape, volume.dtype, grid, attributes)
     blocks = list(block_grid(source.name, volume.shape, grid))
@@ -67,8 +77,9 @@ def convert_volume(
                 result = encode(data, settings)
                 digest = hashlib.sha256(result.data).hexdigest()
                 place_block(archive, record.block, grid, result.data, digest, array_sha256(data))
-                ledger.advance(record.block_id, worker, "encoded", codec=result.codec)
-                ledger.advance(record.block_id, worker, "verified", release=True)
+                # One transaction: a kill leaves the block discovered (coded again) or verified.
+                steps = ("encoded", "verified") if record.state == "discovered" else ("verified",)
+                ledger.advance_through(record.block_id, worker, steps, release=True, codec=result.codec)
                 converted += 1
                 if progress:
                     progress("convert", already + converted, len(blocks))
@@ -83,3 +94,29 @@ def convert_volume(
         source_bytes=int(volume.dtype.itemsize) * volume.shape[0] * volume.shape[1] * volume.shape[2],
         archive_bytes=chunk_bytes,
     )
+
+
+def _check_same_acquisition(source: VolumeSource, archive: Path) -> None:
+    """Refuse to resume an archive converted from another acquisition (or another folder, for an
+    archive from before acquisition ids)."""
+    try:
+        existing = read_target(archive)
+    except TargetError as exc:
+        raise VolumeError(f"{archive}: cannot resume: {exc}") from exc
+    if existing is None:
+        return
+    if existing.acquisition is not None:
+        mine = source.acquisition.id if source.acquisition else None
+        if mine != existing.acquisition:
+            raise VolumeError(
+                f"{archive}: holds acquisition {existing.acquisition[:12]}, not {source.location} "
+                f"({(mine or 'unidentified')[:12]}); convert it into another archive"
+            )
+        return
+    try:
+        converted_from = json.loads((archive / "zarr.json").read_text())["attributes"]["emzip"]["converted_from"]
+        location = converted_from["location"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VolumeError(f"{archive}: cannot tell which source it was converted from ({exc}); not resumed") from exc
+    if location != source.location:
+        raise VolumeError(f"{archive}: was converted from {location}, not {source.location}; use another archive")

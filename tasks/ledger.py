@@ -100,6 +100,12 @@ CREATE TABLE IF NOT EXISTS batches (
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS volumes (
+    volume TEXT PRIMARY KEY,
+    acquisition TEXT NOT NULL,
+    location TEXT NOT NULL,
+    bound REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS refusals (
     path TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -107,7 +113,10 @@ CREATE TABLE IF NOT EXISTS refusals (
     last_seen REAL NOT NULL
 );
 """
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Schemas this emzip opens, upgrading them in place: 1 had no ``volumes`` table (its volumes are
+#: "legacy": not yet bound to an acquisition, see ``Ledger.bind_volume``).
+_UPGRADABLE = ("1",)
 _RELEASE_SQL = "UPDATE blocks SET claimed_by=NULL, claim_host=NULL, claim_pid=NULL, claim_expires=NULL WHERE block_id=?"
 
 __all__ = ["STATES", "BlockRecord", "Ledger", "LedgerError", "worker_identity"]
@@ -176,7 +185,10 @@ class Ledger:
                 self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         except (OSError, sqlite3.Error) as exc:
             raise self._failure("cannot open the ledger", exc) from exc
-        if version is not None and version[0] != SCHEMA_VERSION:
+        if version is not None and version[0] in _UPGRADABLE:
+            with self._transaction() as cursor:  # the new table exists (CREATE IF NOT EXISTS): record it
+                cursor.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+        elif version is not None and version[0] != SCHEMA_VERSION:
             raise LedgerError(f"{self.path}: ledger schema {version[0]}, this emzip reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -219,6 +231,57 @@ class Ledger:
             if free < _NEARLY_FULL:
                 cause += f"; {os.strerror(errno.ENOSPC)} ({free} bytes free on the ledger's filesystem)"
         return LedgerError(f"{self.path}: {doing}: {cause}")
+
+    # -- volumes and their acquisitions -------------------------------------------------------
+
+    def bind_volume(self, volume: str, acquisition: str, location: str, *, adopt_legacy: bool = False) -> None:
+        """Tie ``volume`` to the acquisition ``acquisition`` at ``location``, or refuse (``LedgerError``).
+
+        A volume id belongs to one acquisition for good: another acquisition claiming it is
+        refused, so its blocks can never pass for the first one's (shipped, prunable). The same
+        acquisition seen at a new location is accepted only when the old location is gone (the
+        folder was moved); while both exist, one is a copy and is refused. A volume with blocks
+        but no binding (a ledger from before bindings) is bound only with ``adopt_legacy``, when
+        the caller has checked the blocks came from this source.
+        """
+        now = time.time()
+        with self._transaction() as cursor:
+            row = cursor.execute("SELECT * FROM volumes WHERE volume=?", (volume,)).fetchone()
+            if row is not None:
+                if row["acquisition"] != acquisition:
+                    raise LedgerError(
+                        f"{self.path}: volume id {volume!r} belongs to another acquisition (at {row['location']}, "
+                        f"id {row['acquisition'][:12]}); {location} is acquisition {acquisition[:12]}: "
+                        "give this one another volume name (--name)"
+                    )
+                if row["location"] != location:
+                    if Path(row["location"]).exists():
+                        raise LedgerError(
+                            f"{self.path}: acquisition {acquisition[:12]} of volume {volume!r} is at "
+                            f"{row['location']} and also at {location}: one is a copy. If the copy holds other "
+                            "data, delete its .emzip-acquisition.json (it then gets an id of its own)"
+                        )
+                    cursor.execute("UPDATE volumes SET location=?, bound=? WHERE volume=?", (location, now, volume))
+                return
+            legacy = cursor.execute("SELECT 1 FROM blocks WHERE volume=? LIMIT 1", (volume,)).fetchone()
+            if legacy is not None and not adopt_legacy:
+                raise LedgerError(
+                    f"{self.path}: volume {volume!r} has blocks from before acquisition ids, from a source "
+                    f"that cannot be shown to be {location}: give this acquisition another volume name (--name)"
+                )
+            cursor.execute(
+                "INSERT INTO volumes (volume, acquisition, location, bound) VALUES (?, ?, ?, ?)",
+                (volume, acquisition, location, now),
+            )
+
+    def volume_binding(self, volume: str) -> dict[str, Any] | None:
+        """The acquisition a volume id is bound to (acquisition, location, bound), or None."""
+        row = self._connection.execute("SELECT * FROM volumes WHERE volume=?", (volume,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def has_blocks(self, volume: str) -> bool:
+        """Whether the ledger holds any block of ``volume``."""
+        return self._connection.execute("SELECT 1 FROM blocks WHERE volume=? LIMIT 1", (volume,)).fetchone() is not None
 
     # -- discovery -----------------------------------------------------------------------------
 
@@ -346,22 +409,45 @@ class Ledger:
         **fields: Any,
     ) -> BlockRecord:
         """Move a claimed block to ``to_state``, updating its fields, in one transaction."""
-        if to_state not in STATES:
-            raise LedgerError(f"unknown state {to_state!r}")
+        return self.advance_through(
+            block_id, worker, (to_state,), reason=reason, timings=timings, release=release, **fields
+        )
+
+    def advance_through(
+        self,
+        block_id: str,
+        worker: str,
+        states: tuple[str, ...],
+        *,
+        reason: str | None = None,
+        timings: dict[str, float] | None = None,
+        release: bool = False,
+        **fields: Any,
+    ) -> BlockRecord:
+        """Move a claimed block through ``states`` in order, in one transaction (each step legal and logged).
+
+        A process killed here leaves the block before the first step or after the last, never between.
+        """
+        for state in states:
+            if state not in STATES:
+                raise LedgerError(f"unknown state {state!r}")
         with self._transaction() as cursor:
             row = self._check_claim(cursor, block_id, worker)
-            if to_state not in TRANSITIONS[row["state"]]:
-                raise LedgerError(f"{block_id}: cannot go from {row['state']} to {to_state}")
             merged = json.loads(row["timings"])
             merged.update(timings or {})
             self._update_fields(cursor, block_id, fields)
+            current = row["state"]
+            for to_state in states:
+                if to_state not in TRANSITIONS[current]:
+                    raise LedgerError(f"{block_id}: cannot go from {current} to {to_state}")
+                self._event(cursor, block_id, current, to_state, worker, reason)
+                current = to_state
             cursor.execute(
                 "UPDATE blocks SET state=?, reason=?, timings=?, updated=? WHERE block_id=?",
-                (to_state, reason, json.dumps(merged), time.time(), block_id),
+                (current, reason, json.dumps(merged), time.time(), block_id),
             )
             if release:
                 cursor.execute(_RELEASE_SQL, (block_id,))
-            self._event(cursor, block_id, row["state"], to_state, worker, reason)
         return self.get(block_id)
 
     def annotate(self, block_id: str, worker: str, **fields: Any) -> BlockRecord:

@@ -4,7 +4,10 @@ Off by default. A storage file (slice image, chunk or shard) may be deleted only
 of the volume's grid that reads from it is ``shipped`` (or ``restored``) in the ledger: shipped
 means the container was verified by a separate decode and its checksum confirmed at the
 destination, never mere existence. Files also used by a block still pending, failed or not yet
-discovered are kept. ``dry_run`` reports without deleting; every decision is logged in the ledger.
+discovered are kept. Before a file goes, every shipped block reading it is read again and its
+sha256 compared with the one the ledger shipped: a file whose data is not what was shipped (a
+folder written again under the same name, a changed file) is kept and the mismatch noted.
+``dry_run`` reports without deleting; every decision is logged in the ledger.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
-from tasks.grid import block_grid
+from tasks.grid import BlockRef, block_grid
 from tasks.ledger import Ledger
-from tasks.volumes import Volume
+from tasks.volumes import Volume, VolumeError
 
 DONE_STATES = ("shipped", "restored")
 
@@ -35,19 +39,27 @@ def prune_raw_files(
     ledger: Ledger, volume: Volume, block_shape: tuple[int, int, int], dry_run: bool = True
 ) -> RawPruneResult:
     """Delete the raw files whose every block is shipped; returns what was (or would be) deleted."""
-    states = {r.block_id: r.state for r in ledger.blocks(volume.source.name)}
+    records = {r.block_id: r for r in ledger.blocks(volume.source.name)}
     done_files: dict[Path, list[str]] = {}
     needed: set[Path] = set()
+    blocks: dict[str, BlockRef] = {}
     for block in block_grid(volume.source.name, volume.shape, block_shape):
         keys = volume.storage_keys(block.bounds)
         if keys is None:
             return RawPruneResult([], 0, dry_run)  # files not inspectable: never guess
-        if states.get(block.block_id) in DONE_STATES:
+        record = records.get(block.block_id)
+        if record is not None and record.state in DONE_STATES and record.block == block:
+            blocks[block.block_id] = block
             for key in keys:
                 done_files.setdefault(key, []).append(block.block_id)
         else:
             needed.update(keys)
-    deletable = sorted(path for path in done_files if path not in needed and path.is_file())
+    candidates = sorted(path for path in done_files if path not in needed and path.is_file())
+    checked: dict[str, bool] = {}
+    deletable: list[Path] = []
+    for path in candidates:
+        if all(_still_shipped(ledger, volume, blocks[b], records[b].raw_sha256, checked) for b in done_files[path]):
+            deletable.append(path)
     for path in deletable:
         if not dry_run:
             path.unlink()
@@ -56,3 +68,19 @@ def prune_raw_files(
         for block_id in done_files[path]:
             ledger.note(block_id, f"raw file {verb}: {path}")
     return RawPruneResult(deletable, len(set(done_files) & needed), dry_run)
+
+
+def _still_shipped(
+    ledger: Ledger, volume: Volume, block: BlockRef, shipped_sha256: str | None, checked: dict[str, bool]
+) -> bool:
+    """Whether the block's raw data now is what was shipped (read once per block, noted if not)."""
+    if block.block_id not in checked:
+        try:
+            same = shipped_sha256 is not None and array_sha256(volume.read(block.bounds)) == shipped_sha256
+            why = "raw data differs from what was shipped"
+        except VolumeError as exc:
+            same, why = False, f"raw data unreadable ({exc})"
+        if not same:
+            ledger.note(block.block_id, f"raw files kept: {why}")
+        checked[block.block_id] = same
+    return checked[block.block_id]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import tensorstore as ts
 import zarr
 
 from codec import decompress
+from codec.container import unpack
 from codec.errors import EmzipError
 from tasks.archive import open_archive, place_block
 from tasks.checksums import file_sha256
@@ -30,15 +32,20 @@ from tasks.failpoints import failpoint
 from tasks.grid import BlockRef
 from tasks.names import UnsafeInputError, check_volume_name, inside
 from tasks.provenance import write_record
+from tasks.targets import TargetError, TargetInfo, disagreement, read_target
 from tasks.validation import ValidBlock, validate_record
 
 #: Largest provenance record read (real ones are a few kB).
 MAX_RECORD_BYTES = 1 << 20
+#: A received pair whose files have not changed for this long, yet do not match each other
+#: (size or sha256), is damaged, not arriving: it is refused (reported, left in place).
+DAMAGED_AFTER_SECONDS = 600.0
 
 __all__ = [
     "TARGETS",
     "InboxScan",
     "ReceivedBlock",
+    "check_container_head",
     "find_received",
     "limit_io_threads",
     "load_received",
@@ -81,6 +88,20 @@ class _WaitingError(Exception):
     """Not usable yet: the record has not arrived, or the files are still being written."""
 
 
+class _DamagedOrArrivingError(_WaitingError):
+    """The container disagrees with its record: still arriving, or (once quiet) damaged."""
+
+
+def _quiet_for(container: Path, seconds: float) -> bool:
+    """Whether the container and its record have both been left alone for ``seconds``."""
+    record = container.with_name(container.stem + ".prov.json")
+    try:
+        newest = max(container.stat().st_mtime, record.stat().st_mtime)
+    except OSError:
+        return False
+    return time.time() - newest >= seconds
+
+
 def _read_record(path: Path) -> Any:
     if path.is_symlink() or not path.is_file():
         raise UnsafeInputError(f"{path}: provenance record is not a regular file")
@@ -99,10 +120,17 @@ def _read_record(path: Path) -> Any:
         raise UnsafeInputError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc})") from exc
 
 
-def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
+def find_received(
+    inbox: Path, done: Mapping[str, str | None] | None = None, damaged_after: float = DAMAGED_AFTER_SECONDS
+) -> InboxScan:
     """Complete blocks in the inbox, files waiting, and files refused (with the reasons).
 
-    Blocks whose id is in ``done`` (already restored) are passed over without hashing them again.
+    Blocks whose id is in ``done`` (already restored: id -> the raw sha256 restored) are passed
+    over without hashing them again, unless their record promises other data (refused: another
+    acquisition under a taken volume id must never pass for the restored one).
+    A container that disagrees with its record (size or sha256) waits while either file changed
+    within ``damaged_after`` seconds (a transfer may still be writing it) and is refused as
+    damaged after that.
     """
     scan = InboxScan()
     if not inbox.is_dir():
@@ -110,6 +138,12 @@ def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
     for container in sorted(inbox.glob("*/*.emz")):
         try:
             item = load_received(inbox, container, done)
+        except _DamagedOrArrivingError as exc:
+            if _quiet_for(container, damaged_after):
+                scan.refused[str(container)] = f"{container}: damaged: {exc}"
+            else:
+                scan.waiting[str(container)] = str(exc)
+            continue
         except _WaitingError as exc:
             scan.waiting[str(container)] = str(exc)
             continue
@@ -121,8 +155,8 @@ def find_received(inbox: Path, done: frozenset[str] = frozenset()) -> InboxScan:
     return scan
 
 
-def load_received(inbox: Path, container: Path, done: frozenset[str] = frozenset()) -> ReceivedBlock | None:
-    """One received block, validated from its files (None if its id is in ``done``).
+def load_received(inbox: Path, container: Path, done: Mapping[str, str | None] | None = None) -> ReceivedBlock | None:
+    """One received block, validated from its files (None if ``done`` holds its id and raw sha256).
 
     Raises ``UnsafeInputError`` (refuse it) or an internal waiting error (look again later). A
     restore worker calls this itself with the paths it was given, so nothing but file names
@@ -135,31 +169,98 @@ def load_received(inbox: Path, container: Path, done: frozenset[str] = frozenset
         raise _WaitingError("provenance record not arrived yet")
     record = _read_record(record_path)
     valid = validate_record(record, record_path, container)
-    if valid.block.block_id in done:
+    if done is not None and valid.block.block_id in done:
+        restored = done[valid.block.block_id]
+        if restored is not None and restored != valid.raw_sha256:
+            raise UnsafeInputError(
+                f"{record_path}: {valid.block.block_id} is already restored from other data (raw sha256 "
+                f"{restored[:12]}, this record {valid.raw_sha256[:12]}): another acquisition under a taken volume id?"
+            )
         return None
-    if container.stat().st_size != valid.compressed_bytes or file_sha256(container) != valid.compressed_sha256:
-        raise _WaitingError("size or sha256 differs from its record (still arriving or damaged)")
+    size = container.stat().st_size
+    if size != valid.compressed_bytes:
+        raise _DamagedOrArrivingError(f"{size} bytes, its record says {valid.compressed_bytes}")
+    if file_sha256(container) != valid.compressed_sha256:
+        raise _DamagedOrArrivingError("sha256 differs from its record")
     return ReceivedBlock(valid, container, record_path, record)
 
 
-def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind: str) -> None:
+def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind: str) -> dict[str, str]:
     """Create (or grow) every volume or archive these blocks go into, before workers write blocks.
 
-    Parallel workers then only open them: creating and resizing stay in one place, never raced.
+    Returns the blocks refused (block id -> why): a block whose record disagrees with its
+    target (dtype, block grid, acquisition; ``tasks.targets``) is refused alone and the target is
+    not touched for it; the other blocks and volumes go on. A target not yet created takes the
+    dtype, grid and acquisition most of its blocks agree on. Parallel workers then only open the
+    targets: creating and resizing stay in one place, never raced.
     """
+    refused: dict[str, str] = {}
     by_volume: dict[str, list[ReceivedBlock]] = {}
     for item in items:
         by_volume.setdefault(item.block.volume, []).append(item)
     for name, members in by_volume.items():
-        first = members[0]
-        z, y, x = (max(m.valid.volume_shape[axis] for m in members) for axis in range(3))
-        extent = (z, y, x)
         target = inside(restored_root, f"{name}.zarr")
+        try:
+            existing = read_target(target)
+        except TargetError as exc:
+            refused.update({m.block.block_id: str(exc) for m in members})
+            continue
+        reference = existing or _majority(members)
+        accepted = []
+        for member in members:
+            why = disagreement(reference, member.valid)
+            if why is None:
+                accepted.append(member)
+            else:
+                refused[member.block.block_id] = f"{target}: {why}"
+        if not accepted:
+            continue
+        first = accepted[0]
+        extent = tuple(max(m.valid.volume_shape[axis] for m in accepted) for axis in range(3))
         attributes = _attributes(first)
-        if target_kind == "archive":
-            open_archive(target, extent, first.valid.dtype, first.valid.block_shape, attributes)
-        else:
-            open_destination(target, extent, first.valid.dtype, first.valid.block_shape, attributes)
+        try:
+            if target_kind == "archive":
+                open_archive(target, extent, first.valid.dtype, first.valid.block_shape, attributes)  # type: ignore[arg-type]
+            else:
+                open_destination(target, extent, first.valid.dtype, first.valid.block_shape, attributes)  # type: ignore[arg-type]
+        except RestoreError as exc:
+            refused.update({m.block.block_id: str(exc) for m in accepted})
+    return refused
+
+
+def _majority(members: list[ReceivedBlock]) -> TargetInfo:
+    """What a new target holds: the dtype, grid and acquisition most of its first blocks agree on."""
+    votes: dict[tuple[str, tuple[int, ...], str | None], int] = {}
+    for member in members:
+        key = (member.valid.dtype.name, tuple(member.valid.block_shape), member.valid.acquisition)
+        votes[key] = votes.get(key, 0) + 1
+    (dtype, grid, acquisition), _ = max(votes.items(), key=lambda kv: (kv[1], str(kv[0])))
+    return TargetInfo(dtype, grid, (), acquisition)
+
+
+def check_container_head(valid: ValidBlock, data: bytes, where: Path) -> None:
+    """Refuse a container whose HEAD disagrees with its record, before anything is decoded.
+
+    A decoder allocates what HEAD claims: a record for an 8x32x32 block must not let its
+    container make the data center decode a gigabyte.
+    """
+    try:
+        parsed = unpack(data)
+    except EmzipError as exc:
+        raise RestoreError(f"{valid.block.block_id}: {where} is not a readable container: {exc}") from exc
+    head = parsed.header
+    problems = []
+    if head.dtype != valid.dtype.str:
+        problems.append(f"dtype {head.dtype} (record {valid.dtype.str})")
+    if tuple(head.shape) != valid.block.shape:
+        problems.append(f"shape {list(head.shape)} (record {list(valid.block.shape)})")
+    if head.sha256.hex() != valid.raw_sha256:
+        problems.append("raw sha256 differs from the record's")
+    original = parsed.config.get("original_dtype", head.dtype)
+    if original != head.dtype:
+        problems.append(f"original_dtype {original!r} differs from HEAD's {head.dtype}")
+    if problems:
+        raise RestoreError(f"{valid.block.block_id}: {where} disagrees with its record: {'; '.join(problems)}")
 
 
 TARGETS = ("volume", "archive")
@@ -191,7 +292,11 @@ def _attributes(item: ReceivedBlock) -> dict[str, Any]:
     return {
         "voxel_size": volume.get("voxel_size"),
         "units": volume.get("units"),
-        "emzip": {"source": volume.get("source"), "restored_from": str(item.container_path.parent)},
+        "emzip": {
+            "source": volume.get("source"),
+            "acquisition": item.valid.acquisition,
+            "restored_from": str(item.container_path.parent),
+        },
     }
 
 
@@ -211,12 +316,22 @@ def restore_block(
     started = time.monotonic()
     valid, record = item.valid, item.record
     target = inside(restored_root, f"{valid.block.volume}.zarr")
+    try:
+        existing = read_target(target)
+    except TargetError as exc:
+        raise RestoreError(f"{valid.block.block_id}: {exc}") from exc
+    if existing is None:
+        raise RestoreError(f"{valid.block.block_id}: {target} was not prepared (prepare_targets)")
+    why = disagreement(existing, valid)
+    if why is not None:
+        raise RestoreError(f"{valid.block.block_id}: {target}: {why}")
+    shipped = item.container_path.read_bytes()
+    check_container_head(valid, shipped, item.container_path)
     if target_kind == "archive":
-        shipped = item.container_path.read_bytes()
         place_block(target, valid.block, valid.block_shape, shipped, valid.compressed_sha256, valid.raw_sha256)
     else:
         try:
-            data = decompress(item.container_path.read_bytes())
+            data = decompress(shipped)
         except EmzipError as exc:
             raise RestoreError(f"{valid.block.block_id}: {item.container_path} does not decode: {exc}") from exc
         store = open_destination(

@@ -22,9 +22,12 @@ import numpy as np
 from tasks.grid import BlockRef
 from tasks.names import UnsafeInputError, check_volume_name
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-#: Largest extent accepted on any axis of a volume (2^31 voxels: beyond any EM volume today).
-MAX_EXTENT = 1 << 31
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ACQUISITION = re.compile(r"[0-9a-f]{32}")
+#: Largest extent accepted on any axis of a volume: 2^20 voxels (4 mm at 4 nm, beyond any EM
+#: volume today). A record may grow its restored volume, for good: the limit bounds what a
+#: malformed record can make the data center allocate.
+MAX_EXTENT = 1 << 20
 #: Largest block accepted, in voxels and per axis (the edge codes blocks of 64 x 512 x 512).
 MAX_BLOCK_VOXELS = 1 << 30
 MAX_BLOCK_EXTENT = 1 << 16
@@ -46,6 +49,8 @@ class ValidBlock:
     raw_sha256: str
     compressed_sha256: str
     compressed_bytes: int
+    acquisition: str | None = None
+    """The acquisition id the block came from (None in records from before acquisition ids)."""
 
 
 def _field(document: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -73,7 +78,7 @@ def _triple(value: Any, where: str, low: int, high: int) -> tuple[int, int, int]
 
 
 def _sha(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _SHA256.match(value):
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise UnsafeInputError(f"{where}: not a lowercase hex sha256")
     return value
 
@@ -134,10 +139,23 @@ def validate_record(record: Any, record_path: Path, container_path: Path | None 
         raw_sha256=_sha(encoding.get("raw_sha256"), f"{where}: encoding raw_sha256"),
         compressed_sha256=_sha(encoding.get("compressed_sha256"), f"{where}: encoding compressed_sha256"),
         compressed_bytes=compressed_bytes,
+        acquisition=_acquisition(volume, where),
     )
     if container_path is not None:
         _check_arrival(valid, record_path, container_path)
     return valid
+
+
+def _acquisition(volume: dict[str, Any], where: str) -> str | None:
+    """The record's acquisition id (``volume.source.acquisition.id``), None when the record has none."""
+    source = volume.get("source")
+    raw = source.get("acquisition") if isinstance(source, dict) else None
+    if raw is None:
+        return None
+    value = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(value, str) or not _ACQUISITION.fullmatch(value):
+        raise UnsafeInputError(f"{where}: volume source acquisition id is not 32 lowercase hex digits")
+    return value
 
 
 def _check_arrival(valid: ValidBlock, record_path: Path, container_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import tensorstore as ts
 
+from tasks.identity import Acquisition, AcquisitionError, acquisition_of, default_volume_id
 from tasks.names import UnsafeInputError, check_volume_name
 
 Layout = Literal["zarr", "zarr3", "n5", "precomputed", "slices"]
@@ -73,22 +74,39 @@ class VolumeSource:
 
     ``location`` is a local path (for ``slices`` always a folder); ``spec`` is a TensorStore JSON
     spec for chunked layouts when the volume lives elsewhere or needs options (it wins over
-    ``location``). ``name`` becomes the first part of every block id.
+    ``location``). ``name`` is the volume id, the first part of every block id: unique to the
+    acquisition (``tasks.identity``) unless an operator chose it. ``acquisition`` is the
+    acquisition's identity (None only for a source opened without one, for a benchmark).
     """
 
     name: str
     layout: Layout
     location: str
     spec: dict[str, Any] | None = None
+    acquisition: Acquisition | None = None
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-safe description for provenance records and flow parameters."""
-        return {"name": self.name, "layout": self.layout, "location": self.location, "spec": self.spec}
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "location": self.location,
+            "spec": self.spec,
+            "acquisition": self.acquisition.as_json() if self.acquisition else None,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VolumeSource:
         """Inverse of ``as_json``."""
-        return cls(name=data["name"], layout=data["layout"], location=data["location"], spec=data.get("spec"))
+        raw = data.get("acquisition")
+        acquisition = Acquisition(raw["id"], raw["origin"], raw["location"]) if isinstance(raw, dict) else None
+        return cls(
+            name=data["name"],
+            layout=data["layout"],
+            location=data["location"],
+            spec=data.get("spec"),
+            acquisition=acquisition,
+        )
 
 
 def _detect_layout(path: Path) -> Layout:
@@ -114,16 +132,30 @@ def _detect_layout(path: Path) -> Layout:
 
 
 def resolve_source(
-    target: str | os.PathLike[str] | dict[str, Any], name: str | None = None, layout: Layout | None = None
+    target: str | os.PathLike[str] | dict[str, Any],
+    name: str | None = None,
+    layout: Layout | None = None,
+    *,
+    identify: bool = True,
+    write_id: bool = True,
 ) -> VolumeSource:
     """Turn a path, a JSON spec string, or a spec dict into a ``VolumeSource``.
 
-    The volume name defaults to the folder name without its suffix (``run42.zarr`` -> ``run42``).
-    The layout is detected from the folder's contents unless given (an acquisition that has not
-    written anything yet needs it given).
+    The volume id is ``name`` when given (an operator's choice, used as is); otherwise the folder
+    name without its suffix plus the acquisition's id (``run42.zarr`` -> ``run42-3f9a2c1b04``),
+    so two acquisitions in folders of the same name never share block ids (``tasks.identity``;
+    this writes the acquisition's id file on first sight). ``identify=False`` (benchmarks, a
+    look at whether a folder is a volume) skips the identity and names the volume after the
+    folder; ``write_id=False`` never writes into the source (the id is read or derived). The
+    layout is detected from the folder's contents unless given.
     """
     if isinstance(target, dict) or (isinstance(target, str) and target.lstrip().startswith("{")):
-        spec = json.loads(target) if isinstance(target, str) else dict(target)
+        try:
+            spec = json.loads(target) if isinstance(target, str) else dict(target)
+        except (ValueError, RecursionError) as exc:
+            raise VolumeError(f"the TensorStore spec is not valid JSON: {exc}") from exc
+        if not isinstance(spec, dict):
+            raise VolumeError("the TensorStore spec is not a JSON object")
         driver = spec.get("driver")
         if driver not in CHUNKED_DRIVERS:
             raise VolumeError(f"TensorStore spec driver {driver!r} is not one of {sorted(CHUNKED_DRIVERS)}")
@@ -131,14 +163,33 @@ def resolve_source(
         location = kvstore if isinstance(kvstore, str) else str(kvstore.get("path", ""))
         location = location.removeprefix("file://")
         default_name = Path(location.rstrip("/")).stem or "volume"
-        return VolumeSource(_safe_name(name or default_name, location), CHUNKED_DRIVERS[driver], location, spec)
+        acquisition = _identify(location, spec, write_id) if identify else None
+        return VolumeSource(
+            _volume_id(name, default_name, acquisition, location), CHUNKED_DRIVERS[driver], location, spec, acquisition
+        )
     path = Path(target)
-    name = _safe_name(name or path.stem, str(path))
-    if layout is not None:
-        return VolumeSource(name, layout, str(path.resolve()))
-    if not path.is_dir():
+    if layout is None and not path.is_dir():
         raise VolumeError(f"{path}: acquisition volume folder does not exist")
-    return VolumeSource(name, _detect_layout(path), str(path.resolve()))
+    stem = path.resolve().stem if path.name in ("", ".", "..") else path.stem
+    if layout is None:
+        layout = _detect_layout(path)
+    acquisition = _identify(str(path), None, write_id) if identify else None
+    return VolumeSource(_volume_id(name, stem, acquisition, str(path)), layout, str(path.resolve()), None, acquisition)
+
+
+def _identify(location: str, spec: dict[str, Any] | None, write: bool) -> Acquisition:
+    try:
+        return acquisition_of(location, spec, write=write)
+    except (AcquisitionError, OSError) as exc:
+        raise VolumeError(f"{location}: cannot identify the acquisition: {exc}") from exc
+
+
+def _volume_id(name: str | None, stem: str, acquisition: Acquisition | None, where: str) -> str:
+    """An operator's ``name`` as is; else the folder's stem, with the acquisition id when known."""
+    if name is not None:
+        return _safe_name(name, where)
+    stem = _safe_name(stem, where)
+    return default_volume_id(stem, acquisition) if acquisition is not None else stem
 
 
 def _safe_name(name: str, where: str) -> str:
@@ -146,7 +197,7 @@ def _safe_name(name: str, where: str) -> str:
     try:
         return check_volume_name(name, where)
     except UnsafeInputError as exc:
-        raise VolumeError(f"{exc}; pass a volume name explicitly") from exc
+        raise VolumeError(f"{exc}; pass a volume name explicitly (--name)") from exc
 
 
 @dataclass

@@ -77,7 +77,9 @@ def test_chunked_readiness_waits_for_recently_written_chunks(volume: np.ndarray,
     _age([p for p in path.rglob("*") if p.is_file()], 120)
     report = scan_volume(source, BLOCK, settle_seconds=60.0)
     assert len(report.ready) == 18  # the 2-slice-deep last z layer waits for the marker
-    assert all("slices so far" in report.waiting[b.block_id] for b in block_grid("acq", SHAPE, BLOCK) if b.z0 == 8)
+    assert all(
+        "slices so far" in report.waiting[b.block_id] for b in block_grid(source.name, SHAPE, BLOCK) if b.z0 == 8
+    )
     (path / "ACQUISITION_COMPLETE").touch()
     assert len(scan_volume(source, BLOCK, settle_seconds=60.0).ready) == 27
 
@@ -91,6 +93,7 @@ def test_voxel_size_is_read_from_the_store(volume: np.ndarray, tmp_path: Path) -
 
 def test_growing_slice_folder_reports_only_complete_blocks(volume: np.ndarray, tmp_path: Path) -> None:
     folder = tmp_path / "growing"
+    folder.mkdir()  # the microscope made its folder, nothing in it yet
     source = resolve_source(folder, name="grow", layout="slices")
     seen: list[list[str]] = []
     for z_end in (3, 5, 9, 10):  # the microscope appends slices between scans

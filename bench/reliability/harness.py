@@ -47,6 +47,7 @@ def edge_params(work: Path, folder: Path, **overrides: Any) -> dict[str, Any]:
         "outbox": str(work / "edge" / "outbox"),
         "transfer": {"kind": "local", "destination": str(work / "datacenter" / "inbox")},
         "layout": "slices",
+        "volume_name": VOLUME,
         "block_shape": list(BLOCK),
         "settle_seconds": 0.0,
         "assume_complete": True,
