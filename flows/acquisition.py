@@ -46,6 +46,9 @@ EDGE_STATES = ("discovered", "encoded", "verified")
 #: Blocks encoded but not yet verified before the flow stops training to wait for the verifiers
 #: (they run at idle priority beside training; this bounds how far behind they may fall).
 MAX_UNVERIFIED = 32
+#: Claims (attempts) after which a failed block is no longer retried by itself; ``emzip retry``
+#: puts it back once its cause is fixed.
+MAX_EDGE_ATTEMPTS = 3
 #: Batches whose transfer runs beside training (a Globus transfer waits minutes for its checksums).
 MAX_SHIPPING = 2
 
@@ -379,6 +382,11 @@ def acquisition_flow(
             assume_complete=assume_complete,
         )
         added = ledger_db.discover(report.ready)
+        retried = ledger_db.retry_failed(volume=source.name, max_attempts=MAX_EDGE_ATTEMPTS, to_state="discovered")
+        if retried:
+            logger.warning(
+                "%s: %d failed blocks retried (at most %d attempts each)", source.name, retried, MAX_EDGE_ATTEMPTS
+            )
         logger.info(
             "%s: volume %s, %d blocks ready (%d new), %d waiting",
             source.name,

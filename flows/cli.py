@@ -187,6 +187,28 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retry(args: argparse.Namespace) -> int:
+    """Put failed blocks back to be tried again, whatever their attempts (their cause was fixed)."""
+    from tasks.ledger import Ledger, LedgerError
+
+    path = Path(args.ledger)
+    if not path.is_file():
+        print(f"emzip retry: {path}: no such ledger", file=sys.stderr)
+        return 2
+    to_state = "discovered" if args.side == "edge" else "shipped"
+    try:
+        with Ledger(path) as ledger:
+            failures = dict(ledger.failures(args.volume))
+            count = ledger.retry_failed(args.volume, None, to_state)
+    except LedgerError as exc:
+        print(f"emzip retry: {exc}", file=sys.stderr)
+        return 2
+    for block_id, reason in sorted(failures.items()):
+        print(f"{block_id}: retried (failed: {reason})")
+    print(f"{count} failed blocks back to {to_state}; the next run tries them again")
+    return 0
+
+
 def _load_for_bench(target: str) -> tuple[str, np.ndarray]:
     """A whole volume for ``emzip bench``: .npy, TIFF stack, or any volume the pipeline reads."""
     path = Path(target)
@@ -336,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--effort", type=int, default=2)
     k.add_argument("--quiet", action="store_true")
     k.set_defaults(func=_convert)
+    t = sub.add_parser("retry", help="put failed blocks back to be tried again by the next run")
+    t.add_argument("ledger", help="the ledger: <outbox>/ledger.sqlite (edge) or the restore flow's ledger")
+    t.add_argument(
+        "--side", required=True, choices=["edge", "datacenter"], help="edge: encode again; datacenter: restore again"
+    )
+    t.add_argument("--volume", default=None, help="only this volume id")
+    t.set_defaults(func=_retry)
     b = sub.add_parser("bench", help="emzip against PNG, JPEG-XL, JPEG-LS, JPEG 2000, WebP, zstd, xz")
     b.add_argument("volumes", nargs="+", help=".npy, TIFF stack, or an acquisition volume folder/spec")
     b.add_argument("--out", default=None, help="write results.md, results.json and figures here")
@@ -363,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emzip`` console script."""
     from codec import EmzipError
+    from tasks.failpoints import disarm
 
+    if disarm():
+        print("emzip: warning: EMZIP_FAILPOINT* variables ignored (crash tests only)", file=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -204,9 +204,18 @@ def plan_tasks(voxels: dict[str, int], per_task: int) -> list[list[str]]:
     return [sorted(task) for task in tasks]
 
 
+class SettingError(ValueError):
+    """An ``EMZIP_*`` environment setting is malformed; the message names the variable."""
+
+
 def _local_workers() -> int:
-    """Restore workers on this node: ``EMZIP_DASK_WORKERS``, or one per core."""
-    return int(os.environ.get("EMZIP_DASK_WORKERS") or os.cpu_count() or 1)
+    """Restore workers on this node: ``EMZIP_DASK_WORKERS`` (a positive integer), or one per core."""
+    raw = os.environ.get("EMZIP_DASK_WORKERS", "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingError(f"EMZIP_DASK_WORKERS={raw!r}: expected a positive integer (restore workers on this node)")
+    return int(raw)
 
 
 #: Imported by every Dask worker as it starts (codec, torch, TensorStore, tables: about 3 s), not by

@@ -4,8 +4,11 @@ The crash-test harness (``bench/reliability/``, ``tests/test_reliability.py``) k
 restore flows at every step that matters (inside training, between writing a file and the ledger
 recording it, mid-copy, mid-write, while pruning) and checks that the next run finishes with every
 block shipped and restored exactly once. A kill from outside lands at a random instant; a named
-point lands exactly between the two effects whose order the test is about. Unset (every
-production run), a point costs one environment lookup and does nothing.
+point lands exactly between the two effects whose order the test is about. A point acts only
+when a test armed the process too (``EMZIP_FAILPOINTS_ARMED=1``, inherited by its helper
+processes); ``emzip`` on the command line removes both variables before it runs anything, so a
+stray ``EMZIP_FAILPOINT`` in a facility's environment never kills a production run. Unarmed, a
+point costs one environment lookup and does nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import signal
 from collections import Counter
 
 ENVIRONMENT = "EMZIP_FAILPOINT"
+#: Must be "1" for any point to act: set by the crash tests alone (``arm``).
+ARMED = "EMZIP_FAILPOINTS_ARMED"
 #: A file path: the point fires only in the one process that creates it (a pool's replacement
 #: worker, started with the same environment, then runs through).
 ONCE = "EMZIP_FAILPOINT_ONCE"
@@ -37,13 +42,21 @@ WORKER_POINTS = ("verifier.decoding",)
 
 _passes: Counter[str] = Counter()
 
-__all__ = ["ENVIRONMENT", "ONCE", "POINTS", "WORKER_POINTS", "failpoint"]
+__all__ = ["ARMED", "ENVIRONMENT", "ONCE", "POINTS", "WORKER_POINTS", "disarm", "failpoint"]
+
+
+def disarm() -> bool:
+    """Remove the failpoint variables from this process's environment; True if any was set."""
+    found = False
+    for name in (ENVIRONMENT, ARMED, ONCE):
+        found = os.environ.pop(name, None) is not None or found
+    return found
 
 
 def failpoint(name: str) -> None:
     """SIGKILL this process if ``EMZIP_FAILPOINT`` names this point (at its n-th pass with ``#n``)."""
     wanted = os.environ.get(ENVIRONMENT)
-    if not wanted:
+    if not wanted or os.environ.get(ARMED) != "1":
         return
     point, _, nth = wanted.partition("#")
     if point != name:

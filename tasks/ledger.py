@@ -475,10 +475,11 @@ class Ledger:
         """Put failed blocks (with fewer than ``max_attempts`` attempts) back to ``to_state``.
 
         The edge retries from ``discovered``; the data center, which only restores, from ``shipped``.
+        The reason each block failed stays in its history (the retry event says it).
         """
         if to_state not in TRANSITIONS["failed"]:
             raise LedgerError(f"failed blocks cannot go back to {to_state}")
-        query = "SELECT block_id, attempts FROM blocks WHERE state='failed' AND claimed_by IS NULL"
+        query = "SELECT block_id, attempts, reason FROM blocks WHERE state='failed' AND claimed_by IS NULL"
         params: list[Any] = []
         if volume is not None:
             query += " AND volume=?"
@@ -492,7 +493,7 @@ class Ledger:
                     "UPDATE blocks SET state=?, reason=NULL, updated=? WHERE block_id=?",
                     (to_state, time.time(), row["block_id"]),
                 )
-                self._event(cursor, row["block_id"], "failed", to_state, None, "retry")
+                self._event(cursor, row["block_id"], "failed", to_state, None, f"retry after: {row['reason'] or ''}")
                 count += 1
         return count
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import queue
 import selectors
 import subprocess
 import sys
@@ -130,24 +129,40 @@ class VerifierPool:
     def __init__(self, size: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.size = max(1, size)
         self.timeout = timeout
-        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._idle: list[_Worker] = []
         self._started = 0
-        self._lock = threading.Lock()
+        # One condition for both ways a waiter can go on: a worker handed back (``_give_back``)
+        # or a slot freed by a retired worker (``_retire``). A waiter blocked on the idle list
+        # alone was never woken by a retirement and waited for ever.
+        self._changed = threading.Condition()
         self.replaced = 0
 
     def _take(self) -> _Worker:
-        with self._lock:
-            if self._idle.empty() and self._started < self.size:
-                worker = _Worker()  # raises before counting it when it cannot start
-                self._started += 1
-                return worker
-        return self._idle.get()
+        with self._changed:
+            while not self._idle and self._started >= self.size:
+                self._changed.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1  # this slot is ours; start its worker outside the lock
+        try:
+            return _Worker()
+        except BaseException:
+            with self._changed:
+                self._started -= 1
+                self._changed.notify()
+            raise
+
+    def _give_back(self, worker: _Worker) -> None:
+        with self._changed:
+            self._idle.append(worker)
+            self._changed.notify()
 
     def _retire(self, worker: _Worker) -> None:
         worker.stop()
-        with self._lock:
+        with self._changed:
             self._started -= 1
             self.replaced += 1
+            self._changed.notify()
 
     def check(self, path: Path) -> dict[str, Any]:
         """Decode ``path`` in a pool worker: its answer (``ok``, sha256, shape, dtype, pid, threads).
@@ -163,16 +178,18 @@ class VerifierPool:
                 lost.append(answer)
                 self._retire(worker)
                 continue
-            self._idle.put(worker)
+            self._give_back(worker)
             return {**answer, "attempts": attempt, "lost_verifiers": lost}
         raise VerifierFailedError(f"{path}: verifying decoder failed twice: {'; '.join(lost)}")
 
     def close(self) -> None:
         """Stop every idle worker (they also exit by themselves when this process ends)."""
-        while not self._idle.empty():
-            self._idle.get().stop()
-        with self._lock:
-            self._started = 0
+        with self._changed:
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
+            self._changed.notify_all()
+        for worker in idle:
+            worker.stop()
 
 
 _shared: VerifierPool | None = None

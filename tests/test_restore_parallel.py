@@ -13,7 +13,7 @@ from bench.reliability.harness import run_flow_process, transitions
 from flows.demo import read_restored
 from flows.restore import MAX_BLOCKS_PER_TASK, WORKER_PRELOAD, default_blocks_per_task, plan_tasks, restore_flow
 from flows.synthetic import em_like, write_inbox
-from tasks.failpoints import ENVIRONMENT, ONCE
+from tasks.failpoints import ARMED, ENVIRONMENT, ONCE
 from tasks.grid import block_grid, parse_block_id
 from tasks.restoring import limit_io_threads
 
@@ -56,6 +56,7 @@ def test_a_dask_worker_killed_mid_block_leaves_the_volume_identical(
     write_inbox(volume, GRID, inbox, codec={"steps": 5})
     killed = tmp_path / "worker-killed"
     # the first worker to reach this point is SIGKILLed between writing a block and reading it back
+    monkeypatch.setenv(ARMED, "1")
     monkeypatch.setenv(ENVIRONMENT, "restore.write")
     monkeypatch.setenv(ONCE, str(killed))
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": None})

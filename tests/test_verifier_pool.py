@@ -10,9 +10,9 @@ import pytest
 from codec import Settings, compress
 from flows.synthetic import em_like
 from tasks.checksums import array_sha256, file_sha256
-from tasks.failpoints import ENVIRONMENT, ONCE
+from tasks.failpoints import ARMED, ENVIRONMENT, ONCE
 from tasks.verification import VerificationError, verify_container
-from tasks.verifier_pool import COUNT_VARIABLE, NICENESS_VARIABLE, VerifierPool, verifier_count
+from tasks.verifier_pool import COUNT_VARIABLE, NICENESS_VARIABLE, VerifierFailedError, VerifierPool, verifier_count
 
 
 @pytest.fixture()
@@ -47,6 +47,7 @@ def test_a_verifier_killed_mid_block_is_replaced_and_the_block_verified_again(
     container: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, raw = container
+    monkeypatch.setenv(ARMED, "1")
     monkeypatch.setenv(ENVIRONMENT, "verifier.decoding")
     monkeypatch.setenv(ONCE, str(tmp_path / "fired"))  # only the first worker dies
     pool = VerifierPool(size=1)
@@ -60,6 +61,7 @@ def test_a_verifier_killed_mid_block_is_replaced_and_the_block_verified_again(
 
 def test_verifiers_that_keep_dying_fail_the_block(container: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
     path, raw = container
+    monkeypatch.setenv(ARMED, "1")
     monkeypatch.setenv(ENVIRONMENT, "verifier.decoding")  # every worker dies
     pool = VerifierPool(size=1)
     try:
@@ -105,3 +107,56 @@ def test_the_verifier_count_is_one_per_core_unless_set(monkeypatch: pytest.Monke
         monkeypatch.setenv(COUNT_VARIABLE, bad)
         with pytest.raises(ValueError, match=f"EMZIP_VERIFIERS='{bad}': expected a positive integer"):
             verifier_count()
+
+
+def test_a_waiter_is_not_stranded_when_the_only_verifier_dies_twice(
+    container: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pool of one, every worker dies: the thread waiting for the slot must get it (not wait for ever)."""
+    import threading
+
+    path, _ = container
+    monkeypatch.setenv(ARMED, "1")
+    monkeypatch.setenv(ENVIRONMENT, "verifier.decoding")  # every worker dies mid-decode
+    pool = VerifierPool(size=1, timeout=60)
+    outcomes: list[str] = []
+
+    def check() -> None:
+        try:
+            pool.check(path)
+            outcomes.append("passed")
+        except VerifierFailedError:
+            outcomes.append("failed")
+
+    threads = [threading.Thread(target=check, daemon=True) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a thread waits for a verifier for ever"
+        assert outcomes == ["failed"] * 3
+    finally:
+        pool.close()
+
+
+def test_failpoints_act_only_when_armed(tmp_path: Path) -> None:
+    """A stray EMZIP_FAILPOINT in a facility's environment never kills a process; ``emzip`` drops it."""
+    import os
+    import subprocess
+
+    script = "from tasks.failpoints import failpoint; failpoint('encode.train'); print('alive')"
+    env = {**os.environ, ENVIRONMENT: "encode.train"}
+    env.pop(ARMED, None)
+    unarmed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert unarmed.returncode == 0 and "alive" in unarmed.stdout
+    armed = subprocess.run(
+        [sys.executable, "-c", script], env={**env, ARMED: "1"}, capture_output=True, text=True, timeout=60
+    )
+    assert armed.returncode == -9  # SIGKILL: the crash tests still get their kill
+    cli = "import os; from flows.cli import main; from tasks.failpoints import failpoint\n"
+    cli += "main(['info', '/nonexistent']); failpoint('encode.train'); print('alive')"
+    through_cli = subprocess.run(
+        [sys.executable, "-c", cli], env={**env, ARMED: "1"}, capture_output=True, text=True, timeout=60
+    )
+    assert through_cli.returncode == 0 and "alive" in through_cli.stdout

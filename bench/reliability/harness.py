@@ -91,6 +91,7 @@ def run_flow_process(
     env.pop("EMZIP_FAILPOINT", None)
     if failpoint:
         env["EMZIP_FAILPOINT"] = failpoint
+        env["EMZIP_FAILPOINTS_ARMED"] = "1"
     completed = subprocess.run(
         [sys.executable, "-c", _RUN_FLOW, which, json.dumps(params)],
         cwd=REPO,
