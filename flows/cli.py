@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.volume_io import VolumeFileError, read_volume, write_volume
+from flows.volume_io import VolumeFileError, read_volume, refuse_same_file, write_volume
 from tasks.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class _Progress:
 def _compress(args: argparse.Namespace) -> int:
     from codec import Settings, encode
 
+    refuse_same_file(Path(args.input), Path(args.output))
     volume = read_volume(Path(args.input))
     settings = Settings(effort=args.effort, device=args.device, seed=args.seed, codec=args.codec)
     result = encode(volume, settings, progress=_Progress(not args.quiet))
@@ -59,6 +60,7 @@ def _decompress(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.is_file():
         raise VolumeFileError(f"{source}: no such file")
+    refuse_same_file(source, Path(args.output))
     array = decompress(source.read_bytes(), progress=_Progress(not args.quiet))
     write_volume(Path(args.output), array)
     print(f"{args.output}: {array.dtype} {array.shape}, checksum verified")
@@ -403,6 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = getattr(args, "input", None) or getattr(args, "file", "")
         message = str(exc) if isinstance(exc, VolumeFileError) else f"{name}: {exc}"
         print(f"emzip: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output that cannot be written: the message names the file (tasks.atomic)
+        print(f"emzip: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
         return 2
 
 

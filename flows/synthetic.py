@@ -123,12 +123,14 @@ def write_inbox(
     inbox: Path,
     name: str = "vol",
     codec: dict[str, Any] | None = None,
+    acquisition: str | None = None,
 ) -> list[Path]:
     """A data center inbox as the edge leaves it: ``<inbox>/<name>/<block>.emz`` + ``.prov.json``.
 
     Each block of ``grid`` is coded with the codec (``codec`` holds ``Settings`` fields) and gets
     the provenance record the edge writes; returns the containers. For restore tests and benches
-    that need received blocks without running the edge flow.
+    that need received blocks without running the edge flow. ``acquisition`` (32 hex digits) is
+    the acquisition id the records carry (none: a record from before acquisition ids).
     """
     from codec.settings import Settings
     from tasks.encoding import encode_to_outbox, outbox_paths
@@ -148,7 +150,10 @@ def write_inbox(
             dtype=data.dtype.str,
             voxel_size=(30.0, 8.0, 8.0),
             units="nm",
-            source={"layout": "generated"},
+            source={
+                "layout": "generated",
+                "acquisition": {"id": acquisition, "origin": "file", "location": "generated"} if acquisition else None,
+            },
         )
         record["encoding"] = encoded.encoding
         write_record(outbox_paths(inbox, block)[1], record)

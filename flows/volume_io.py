@@ -27,6 +27,7 @@ def read_volume(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
+            _check_npy_header(path)
             return np.load(path, allow_pickle=False)
         if suffix in TIFF_SUFFIXES:
             import tifffile
@@ -35,6 +36,29 @@ def read_volume(path: Path) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise VolumeFileError(f"{path}: cannot read as {suffix} ({exc})") from exc
     raise VolumeFileError(f"{path}: unsupported input type {suffix!r} (use .npy, .tif or .tiff)")
+
+
+def _check_npy_header(path: Path) -> None:
+    """Refuse a ``.npy`` whose header claims more (or other) data than the file holds, before allocating."""
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        offset = handle.tell()
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects, not numbers")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = path.stat().st_size - offset
+    if claimed != available:
+        raise ValueError(f"its header claims {shape} {dtype} ({claimed} bytes), the file holds {available}")
+
+
+def refuse_same_file(source: Path, output: Path) -> None:
+    """Never write an output over its own input."""
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise VolumeFileError(f"{output}: is the input file too; choose another output path")
 
 
 def write_volume(path: Path, array: np.ndarray) -> None:

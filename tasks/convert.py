@@ -20,6 +20,7 @@ from codec.api import encode
 from codec.settings import Settings
 from tasks.archive import open_archive, place_block
 from tasks.checksums import array_sha256
+from tasks.failpoints import failpoint
 from tasks.grid import block_grid, choose_block_shape
 from tasks.ledger import Ledger, worker_identity
 from tasks.targets import TargetError, read_target
@@ -77,6 +78,7 @@ def convert_volume(
                 result = encode(data, settings)
                 digest = hashlib.sha256(result.data).hexdigest()
                 place_block(archive, record.block, grid, result.data, digest, array_sha256(data))
+                failpoint("convert.placed")
                 # One transaction: a kill leaves the block discovered (coded again) or verified.
                 steps = ("encoded", "verified") if record.state == "discovered" else ("verified",)
                 ledger.advance_through(record.block_id, worker, steps, release=True, codec=result.codec)

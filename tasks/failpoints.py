@@ -39,10 +39,12 @@ POINTS = (
 )
 #: Points in helper processes (not the flow's): a verifier pool worker mid-decode.
 WORKER_POINTS = ("verifier.decoding",)
+#: Points of ``emzip convert``: a block's chunk placed in the archive, the ledger not yet told.
+CONVERT_POINTS = ("convert.placed",)
 
 _passes: Counter[str] = Counter()
 
-__all__ = ["ARMED", "ENVIRONMENT", "ONCE", "POINTS", "WORKER_POINTS", "disarm", "failpoint"]
+__all__ = ["ARMED", "CONVERT_POINTS", "ENVIRONMENT", "ONCE", "POINTS", "WORKER_POINTS", "disarm", "failpoint"]
 
 
 def disarm() -> bool:
