@@ -26,6 +26,7 @@ from zarr.core.buffer import Buffer, NDBuffer
 from zarr.registry import register_codec
 
 from codec.api import compress, decompress
+from codec.container import unpack
 from codec.errors import CorruptDataError, EmzipError
 from codec.settings import Settings
 
@@ -97,14 +98,18 @@ class EmzipCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        decoded = decompress(chunk_bytes.to_bytes())
+        raw = chunk_bytes.to_bytes()
         dtype = chunk_spec.dtype.to_native_dtype()
         shape = tuple(chunk_spec.shape)
-        fits = decoded.ndim == len(shape) and all(d <= s for d, s in zip(decoded.shape, shape, strict=True))
-        if decoded.dtype != dtype or not fits:
+        header = unpack(raw).header  # checked against the chunk before anything is decoded
+        fits = len(header.shape) == len(shape) and all(d <= s for d, s in zip(header.shape, shape, strict=True))
+        if np.dtype(header.dtype).newbyteorder("=") != np.dtype(dtype).newbyteorder("=") or not fits:
             raise CorruptDataError(
-                f"emzip chunk holds {decoded.dtype}{list(decoded.shape)}, the array's chunks are {dtype}{list(shape)}"
+                f"emzip chunk holds {header.dtype}{list(header.shape)}, the array's chunks are {dtype}{list(shape)}"
             )
+        decoded = decompress(raw, max_bytes=int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        if decoded.dtype != dtype:
+            raise CorruptDataError(f"emzip chunk decodes to {decoded.dtype}, the array's chunks are {dtype}")
         if decoded.shape != shape:  # an edge block stored as shipped: pad it as zarr pads edge chunks
             full = np.full(shape, chunk_spec.fill_value, dtype=dtype)
             full[tuple(slice(0, d) for d in decoded.shape)] = decoded

@@ -28,6 +28,7 @@ from codec.errors import EmzipError
 from tasks.archive import open_archive, place_block
 from tasks.checksums import file_sha256
 from tasks.destination import RestoreError, open_destination, write_block
+from tasks.diskspace import out_of_space
 from tasks.failpoints import failpoint
 from tasks.grid import BlockRef
 from tasks.names import UnsafeInputError, check_volume_name, inside
@@ -223,7 +224,9 @@ def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind
                 open_archive(target, extent, first.valid.dtype, first.valid.block_shape, attributes)  # type: ignore[arg-type]
             else:
                 open_destination(target, extent, first.valid.dtype, first.valid.block_shape, attributes)  # type: ignore[arg-type]
-        except RestoreError as exc:
+        except (RestoreError, OSError) as exc:
+            if out_of_space(exc):  # not the blocks' fault: the run stops, they stay shipped
+                raise
             refused.update({m.block.block_id: str(exc) for m in accepted})
     return refused
 

@@ -144,4 +144,5 @@ def test_watched_acquisition_is_restored_through_triggered_deployments(
         time.sleep(2)
     logs = {p.name: p.read_text(errors="replace")[-3000:] for p in paths["logs"].glob("*.log")}
     assert _restored_blocks(ledger) == 1, json.dumps(logs, indent=1)[-12000:]
-    np.testing.assert_array_equal(read_restored(paths["restored"] / "run1.zarr"), volume)
+    [restored] = paths["restored"].glob("run1-*.zarr")  # the folder's name plus its acquisition's id
+    np.testing.assert_array_equal(read_restored(restored), volume)

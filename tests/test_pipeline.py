@@ -95,7 +95,7 @@ def test_failed_verification_is_not_shipped_and_others_are(
         return result
 
     monkeypatch.setattr(tasks.encoding, "encode", corrupting_encode)
-    result = run_pipeline(folder, tmp_path, layout="slices", block_shape=BLOCK, codec=CODEC)
+    result = run_pipeline(folder, tmp_path, layout="slices", volume_name="vol", block_shape=BLOCK, codec=CODEC)
     edge = result["edge"]
     assert edge["progress"]["shipped"] == 3 and edge["progress"]["failed"] == 1
     [(block_id, reason)] = edge["failures"]
@@ -153,6 +153,7 @@ def test_a_batch_ships_while_the_next_block_trains(
         outbox=str(tmp_path / "outbox"),
         transfer={"kind": "local", "destination": str(tmp_path / "inbox")},
         layout="slices",
+        volume_name="vol",
         block_shape=list(BLOCK),
         settle_seconds=0.0,
         assume_complete=True,
@@ -183,7 +184,7 @@ def test_the_next_block_is_read_while_this_one_trains(
 
     monkeypatch.setattr(Volume, "read", watching_read)
     monkeypatch.setattr(tasks.encoding, "encode", _flagging_encode(encoding))
-    result = run_pipeline(folder, tmp_path, layout="slices", block_shape=BLOCK, codec=CODEC)
+    result = run_pipeline(folder, tmp_path, layout="slices", volume_name="vol", block_shape=BLOCK, codec=CODEC)
     assert overlapped == [True] * 4, "a block was read while no block trained"
     assert result["edge"]["progress"]["shipped"] == 4 and result["edge"]["progress"]["failed"] == 0
     np.testing.assert_array_equal(read_restored(tmp_path / "datacenter" / "restored" / "vol.zarr"), volume)
@@ -206,6 +207,7 @@ def test_killed_flow_resumes_without_reencoding_or_duplicates(prefect_api: str, 
         "outbox": str(outbox),
         "transfer": {"kind": "local", "destination": str(inbox)},
         "layout": "slices",
+        "volume_name": "vol",
         "block_shape": list(BLOCK),
         "settle_seconds": 0.0,
         "assume_complete": True,
@@ -264,6 +266,7 @@ def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefe
         "outbox": str(tmp_path / "edge" / "outbox"),
         "transfer": {"kind": "local", "destination": str(blocked / "inbox")},
         "layout": "slices",
+        "volume_name": "vol",
         "block_shape": [4, 64, 96],  # x 96-128 are edge blocks, 32 wide
         "settle_seconds": 0.0,
         "assume_complete": True,

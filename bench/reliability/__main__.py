@@ -12,10 +12,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench.reliability.bombs import bomb_sweep
 from bench.reliability.crafted import crafted_inbox
 from bench.reliability.disks import SITES, can_mount_small_filesystem, out_of_space_site
 from bench.reliability.fuzzing import fuzz
 from bench.reliability.harness import write_acquisition
+from bench.reliability.integrity import (
+    convert_killed_between_steps,
+    crafted_targets,
+    same_name_acquisitions,
+    verifier_waiters,
+)
 from bench.reliability.kills import SAMPLE_POINTS, kill_point
 from bench.reliability.load import ledger_load
 
@@ -59,6 +66,26 @@ def _table(results: dict[str, Any]) -> str:
         f"| fuzz | {fuzzed['containers']} containers, {fuzzed['records']} records | "
         f"wrong data {fuzzed['wrong_data']}, untyped exceptions {len(fuzzed['untyped'])} |",
     ]
+    same, targets, bombs = results["same_name"], results["targets"], results["bombs"]
+    convert, waiters = results["convert_kill"], results["verifier_waiters"]
+    rows += [
+        f"| two acquisitions in folders called `run1`, one edge (raw pruning on) and one data center | 2 | "
+        f"lost {same['lost']}, volume ids shared {0 if same['distinct_ids'] else 1} |",
+        f"| records disagreeing with a restored volume (another grid, dtype, acquisition) beside another "
+        f"volume's block | {targets['tried']} | overwritten voxels {targets['overwritten_voxels']}, "
+        f"not refused alone {targets['tried'] - targets['refused_alone']}, "
+        f"other volume held up {0 if targets['other_volume_restored'] else 1} |",
+        f"| decompression bombs and malformed CONF (valid CRCs), each in a new process | {len(bombs)} | "
+        f"not refused {sum(not b['refused'] for b in bombs)}, untyped {sum(not b['typed'] for b in bombs)}, "
+        f"over 1 s {sum(b['seconds'] >= 1 for b in bombs)}, over 100 MB "
+        f"{sum(b['peak_mb_above_baseline'] >= 100 for b in bombs)}; slowest "
+        f"{max(b['seconds'] for b in bombs):.3f} s, largest {max(b['peak_mb_above_baseline'] for b in bombs):.1f} MB |",
+        f"| a verifier dying twice with blocks waiting for it | {waiters['waiters']} waiters | "
+        f"hung {waiters['hung']}, passed without a verification {waiters['passed']} |",
+        f"| `emzip convert` killed between placing a chunk and recording it, resumed | 1 | "
+        f"not killed {0 if convert['killed'] else 1}, resume failed {0 if convert['resumed'] else 1}, "
+        f"archive not identical {0 if convert['identical'] else 1} |",
+    ]
     return "\n".join(rows)
 
 
@@ -73,6 +100,8 @@ def run_all(work: Path, full: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with prefect_test_harness(server_startup_timeout=120):
         results["crafted"] = crafted_inbox(work / "crafted")
+        results["same_name"] = same_name_acquisitions(work / "same-name")
+        results["targets"] = crafted_targets(work / "targets")
         points = POINTS if full else SAMPLE_POINTS
         results["kills"] = [asdict(kill_point(work / f"kill-{p}", template, volume, p)) for p in points]
         if can_mount_small_filesystem():
@@ -81,6 +110,9 @@ def run_all(work: Path, full: bool) -> dict[str, Any]:
             ]
         else:
             results["disks"] = None
+    results["bombs"] = [asdict(b) for b in bomb_sweep(work / "bombs")]
+    results["verifier_waiters"] = verifier_waiters(work / "waiters")
+    results["convert_kill"] = convert_killed_between_steps(work / "convert-kill")
     results["load"] = ledger_load(work / "load", 4, 4000 if full else 1000)
     results["fuzz"] = fuzz(work / "fuzz", 3000 if full else 300, 3000 if full else 300)
     return results

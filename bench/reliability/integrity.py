@@ -172,3 +172,49 @@ def convert_killed_between_steps(work: Path) -> dict[str, Any]:
         "identical": identical,
         "error": resumed.stderr[-300:] if resumed.returncode else "",
     }
+
+
+def verifier_waiters(work: Path, threads: int = 3) -> dict[str, Any]:
+    """A pool of one verifier whose every worker dies mid-decode, ``threads`` blocks waiting for it:
+    each must get an answer (a typed failure), none may wait for ever."""
+    import threading
+
+    from codec import Settings, compress
+    from flows.synthetic import em_like
+    from tasks.failpoints import ARMED, ENVIRONMENT
+    from tasks.verifier_pool import VerifierFailedError, VerifierPool
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "block.emz"
+    path.write_bytes(compress(em_like((4, 64, 64), seed=11), Settings(steps=0)))
+    saved = {name: os.environ.get(name) for name in (ENVIRONMENT, ARMED)}
+    os.environ.update({ENVIRONMENT: "verifier.decoding", ARMED: "1"})  # inherited by every worker
+    pool = VerifierPool(size=1, timeout=60)
+    answers: list[str] = []
+
+    def check() -> None:
+        try:
+            pool.check(path)
+            answers.append("passed")
+        except VerifierFailedError:
+            answers.append("failed")
+
+    try:
+        waiting = [threading.Thread(target=check, daemon=True) for _ in range(threads)]
+        for thread in waiting:
+            thread.start()
+        for thread in waiting:
+            thread.join(timeout=120)
+    finally:
+        pool.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return {
+        "waiters": threads,
+        "hung": sum(t.is_alive() for t in waiting),
+        "passed": answers.count("passed"),
+        "failed_typed": answers.count("failed"),
+    }
