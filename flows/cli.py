@@ -307,6 +307,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    """Say how to open a restored volume; with --serve, serve it to neuroglancer until Ctrl-C."""
+    import time
+
+    from flows.view import ViewError, describe, serve
+
+    path = Path(args.path)
+    try:
+        if not args.serve:
+            print("\n".join(describe(path)))
+            return 0
+        describe(path)  # refuse a path that is not a volume before opening a port
+        server, url = serve(path, args.host, args.port)
+    except ViewError as exc:
+        print(f"emzip: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(describe(path, url)), flush=True)
+    print("serving; Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``emzip`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="emzip", description="Lossless learned compression of EM volumes.")
@@ -351,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         "by two acquisitions)",
     )
     r.set_defaults(func=_run)
-    k = sub.add_parser("convert", help="an emzip-coded zarr v3 copy of a zarr/N5/precomputed/TIFF volume")
+    k = sub.add_parser("convert", help="an emzip-coded OME-Zarr copy, with pyramid, of a zarr/N5/TIFF volume")
     k.add_argument("source", help="zarr/zarr3/n5/precomputed folder, a folder of TIFF/PNG slices, or a spec")
     k.add_argument("output", help="the archive to write (a .zarr folder); run again to resume")
     k.add_argument("--layout", default=None, choices=["zarr", "zarr3", "n5", "precomputed", "slices"])
@@ -382,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-url", default=None, help="default: $PREFECT_API_URL")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per edge node (one concurrency limit each)")
     p.set_defaults(func=_deploy)
+    o = sub.add_parser("view", help="open a restored OME-Zarr volume: neuroglancer source, napari, zarr")
+    o.add_argument("path", help="a restored volume (<restored>/<volume>.zarr) or a converted archive")
+    o.add_argument("--serve", action="store_true", help="serve it over HTTP (with CORS) for neuroglancer")
+    o.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the facility's network)")
+    o.add_argument("--port", type=int, default=8000)
+    o.set_defaults(func=_view)
     v = sub.add_parser("serve", help="serve the deployments from this process (single workstation)")
     v.add_argument("acquisition_root")
     v.add_argument("--workdir", default="emzip-station")

@@ -14,8 +14,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.diskspace import OutOfSpaceError, out_of_space
 from tasks.ledger import Ledger, worker_identity
-from tasks.restoring import DAMAGED_AFTER_SECONDS, find_received, prepare_targets
-from tasks.steps import DISK_FULL, FAILED, RESTORED, restore_blocks
+from tasks.names import inside
+from tasks.pyramid import footprint_key, whole_from
+from tasks.pyramid_pass import Chunk, carry_up
+from tasks.restoring import DAMAGED_AFTER_SECONDS, ReceivedBlock, find_received, prepare_targets
+from tasks.steps import DISK_FULL, FAILED, RESTORED, pyramid_chunks, restore_blocks
 
 
 @flow(name="emzip-restore")
@@ -29,9 +32,11 @@ def restore_flow(
 ) -> dict[str, Any]:
     """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
 
-    ``target``: ``volume`` decodes into a zstd zarr v3 volume (TensorStore, neuroglancer);
-    ``archive`` keeps the shipped containers as the chunks of an emzip-coded zarr v3 array that
-    zarr-python reads with emzip installed (no decoding, the edge's bits per voxel kept).
+    Each volume is an OME-Zarr 0.5 image (``tasks.omezarr``) whose level ``0`` is, by ``target``:
+    ``volume``, a zstd zarr v3 array (TensorStore, neuroglancer); ``archive``, the shipped
+    containers as the chunks of an emzip-coded zarr v3 array that zarr-python reads with emzip
+    installed (no decoding, the edge's bits per voxel kept). After the blocks, the chunks of the
+    pyramid's levels above them are recomputed (``tasks.pyramid_pass``) on the same task runner.
 
     The ledger (default ``<restored>/ledger.sqlite``) hands each block to one run (several runs
     on one inbox never restore a block twice), records failures with their reasons, and a failed
@@ -64,10 +69,12 @@ def restore_flow(
         by_id = {item.block.block_id: item for item in received}
         rows: list[dict[str, Any]] = []
         claimed = db.claim(worker, ("shipped",), limit=len(by_id), block_ids=list(by_id))
-        refused_blocks = prepare_targets([by_id[r.block_id] for r in claimed], Path(restored), target)
+        new_levels: dict[str, list[int]] = {}
+        refused_blocks = prepare_targets([by_id[r.block_id] for r in claimed], Path(restored), target, new_levels)
         for block_id, why in refused_blocks.items():  # refused alone: the other blocks go on
             _record_outcome(db, worker, block_id, {"state": FAILED, "reason": f"refused: {why}"}, rows)
         claimed = [r for r in claimed if r.block_id not in refused_blocks]
+        _mark_pyramids(db, [by_id[r.block_id] for r in claimed], new_levels)
         runner_seconds = _start_task_runner() if claimed else 0.0
         restoring = time.monotonic()
         size = blocks_per_task or default_blocks_per_task(len(claimed))
@@ -87,6 +94,18 @@ def restore_flow(
                 outcome = outcomes.get(block_id) or {"state": FAILED, "reason": "its restore task did not report it"}
                 disk_full = _record_outcome(db, worker, block_id, outcome, rows) or disk_full
         restore_seconds = time.monotonic() - restoring
+        pyramid_started = time.monotonic()
+        unfinished: dict[str, str] = {}
+        if disk_full is None:
+            try:
+                unfinished = carry_up(db, lambda volume: inside(Path(restored), f"{volume}.zarr"), _run_level)
+            except Exception as exc:
+                if not out_of_space(exc):
+                    raise
+                disk_full = f"pyramid: {exc}"
+        for volume, why in unfinished.items():
+            logger.error("%s: pyramid not brought up to date (the next run tries again): %s", volume, why)
+        pyramid_seconds = time.monotonic() - pyramid_started
         progress = db.progress()
     if disk_full is not None:
         raise OutOfSpaceError(f"{restored}: restore stopped, disk full: {disk_full}")
@@ -102,7 +121,8 @@ def restore_flow(
     create_markdown_artifact(
         f"# emzip restore\n\n{progress['restored']} blocks restored in total, {len(rows)} handled by this run, "
         f"{progress['failed']} failed, {len(scan.waiting)} files waiting, {len(scan.refused)} refused "
-        f"({damaged} damaged); {time.monotonic() - started:.1f} s.",
+        f"({damaged} damaged); {time.monotonic() - started:.1f} s ({pyramid_seconds:.1f} s of it for pyramids"
+        f"{', ' + str(len(unfinished)) + ' not finished' if unfinished else ''}).",
         key="restore-summary",
     )
     return {
@@ -113,8 +133,32 @@ def restore_flow(
         "damaged": damaged,
         "rows": rows,
         "restore_seconds": round(restore_seconds, 3),
+        "pyramid_seconds": round(pyramid_seconds, 3),
+        "pyramids_unfinished": unfinished,
         "runner_start_seconds": round(runner_seconds, 3),
     }
+
+
+def _mark_pyramids(db: Ledger, items: list[ReceivedBlock], new_levels: dict[str, list[int]]) -> None:
+    """Leave each block's footprint (and each volume's new levels) pending before anything is written."""
+    footprints: dict[str, list[str]] = {}
+    for item in items:
+        footprints.setdefault(item.block.volume, []).append(footprint_key(item.block.bounds))
+    for volume, levels in new_levels.items():
+        footprints.setdefault(volume, []).append(whole_from(min(levels)))
+    for volume, keys in footprints.items():
+        db.mark_pyramid(volume, keys)
+
+
+def _run_level(image: Path, level: int, groups: list[list[Chunk]]) -> None:
+    """One pyramid level's chunk groups as tasks on the flow's task runner; waits for them all."""
+    name = image.stem
+    futures = [
+        pyramid_chunks.submit(f"{name} level {level} {i + 1}/{len(groups)}", str(image), level, group)
+        for i, group in enumerate(groups)
+    ]
+    for future in futures:
+        future.result()
 
 
 def _record_outcome(

@@ -124,13 +124,15 @@ def write_inbox(
     name: str = "vol",
     codec: dict[str, Any] | None = None,
     acquisition: str | None = None,
+    voxel_size: tuple[float, float, float] = (30.0, 8.0, 8.0),
 ) -> list[Path]:
     """A data center inbox as the edge leaves it: ``<inbox>/<name>/<block>.emz`` + ``.prov.json``.
 
     Each block of ``grid`` is coded with the codec (``codec`` holds ``Settings`` fields) and gets
     the provenance record the edge writes; returns the containers. For restore tests and benches
     that need received blocks without running the edge flow. ``acquisition`` (32 hex digits) is
-    the acquisition id the records carry (none: a record from before acquisition ids).
+    the acquisition id the records carry (none: a record from before acquisition ids);
+    ``voxel_size`` (z, y, x) in nm, anisotropic ssTEM-like by default.
     """
     from codec.settings import Settings
     from tasks.encoding import encode_to_outbox, outbox_paths
@@ -148,7 +150,7 @@ def write_inbox(
             volume_shape=shape,
             block_shape=grid,
             dtype=data.dtype.str,
-            voxel_size=(30.0, 8.0, 8.0),
+            voxel_size=voxel_size,
             units="nm",
             source={
                 "layout": "generated",

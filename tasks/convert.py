@@ -1,4 +1,8 @@
-"""``emzip convert``: an emzip-coded zarr v3 copy of a volume already on disk, block by block.
+"""``emzip convert``: an emzip-coded OME-Zarr copy of a volume already on disk, block by block.
+
+The copy is the same OME-Zarr 0.5 image the data center restores into (``tasks.omezarr``): level
+``0`` is the emzip archive, the levels above it its mean pyramid, brought up to date at the end
+of every run (``tasks.pyramid_pass``).
 
 The source (zarr v2/v3, N5, neuroglancer precomputed or a TIFF/PNG slice folder, through
 TensorStore, ``tasks.volumes``) is only ever read. Each block is coded with the codec (its own
@@ -18,11 +22,14 @@ from pathlib import Path
 
 from codec.api import encode
 from codec.settings import Settings
-from tasks.archive import open_archive, place_block
+from tasks.archive import place_block
 from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
 from tasks.grid import block_grid, choose_block_shape
 from tasks.ledger import Ledger, worker_identity
+from tasks.omezarr import base_array, open_image, read_image
+from tasks.pyramid import footprint_key, update_chunks, whole_from
+from tasks.pyramid_pass import Chunk, carry_up
 from tasks.targets import TargetError, read_target
 from tasks.volumes import VolumeError, VolumeSource, open_volume
 
@@ -64,20 +71,24 @@ def convert_volume(
             "acquisition": source.acquisition.id if source.acquisition else None,
         },
     }
-    open_archive(archive, volume.shape, volume.dtype, grid, attributes)
+    opened = open_image(archive, "archive", volume.shape, volume.dtype, grid, attributes)
+    base = base_array(archive)
     blocks = list(block_grid(source.name, volume.shape, grid))
     worker = worker_identity()
     converted = 0
     with Ledger(archive / "ledger.sqlite") as ledger:
         ledger.discover(blocks)
         already = len(ledger.blocks(states=("verified",)))
+        if opened is not None and opened[1]:
+            ledger.mark_pyramid(source.name, [whole_from(min(opened[1]))])
         try:
             while claimed := ledger.claim(worker, ("discovered", "encoded"), limit=1):
                 record = claimed[0]
                 data = volume.read(record.block.bounds)
                 result = encode(data, settings)
                 digest = hashlib.sha256(result.data).hexdigest()
-                place_block(archive, record.block, grid, result.data, digest, array_sha256(data))
+                ledger.mark_pyramid(source.name, [footprint_key(record.block.bounds)])
+                place_block(base, record.block, grid, result.data, digest, array_sha256(data))
                 failpoint("convert.placed")
                 # One transaction: a kill leaves the block discovered (coded again) or verified.
                 steps = ("encoded", "verified") if record.state == "discovered" else ("verified",)
@@ -87,7 +98,10 @@ def convert_volume(
                     progress("convert", already + converted, len(blocks))
         finally:
             ledger.release_all(worker)
-    chunk_bytes = sum(p.stat().st_size for p in (archive / "c").rglob("*") if p.is_file())
+        unfinished = carry_up(ledger, lambda _volume: archive, _run_level)
+    if unfinished:
+        raise VolumeError(f"{archive}: pyramid not brought up to date (run convert again): {unfinished}")
+    chunk_bytes = sum(p.stat().st_size for p in (base / "c").rglob("*") if p.is_file())
     return ConvertReport(
         archive=archive,
         converted=converted,
@@ -96,6 +110,15 @@ def convert_volume(
         source_bytes=int(volume.dtype.itemsize) * volume.shape[0] * volume.shape[1] * volume.shape[2],
         archive_bytes=chunk_bytes,
     )
+
+
+def _run_level(image: Path, level: int, groups: list[list[Chunk]]) -> None:
+    """One pyramid level's chunks, here in this process."""
+    found = read_image(image)
+    if found is None:
+        return
+    for group in groups:
+        update_chunks(image, found.levels, found.chunk, level, group, found.archive)
 
 
 def _check_same_acquisition(source: VolumeSource, archive: Path) -> None:
@@ -116,7 +139,8 @@ def _check_same_acquisition(source: VolumeSource, archive: Path) -> None:
             )
         return
     try:
-        converted_from = json.loads((archive / "zarr.json").read_text())["attributes"]["emzip"]["converted_from"]
+        metadata = json.loads((base_array(archive) / "zarr.json").read_text())
+        converted_from = metadata["attributes"]["emzip"]["converted_from"]
         location = converted_from["location"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise VolumeError(f"{archive}: cannot tell which source it was converted from ({exc}); not resumed") from exc

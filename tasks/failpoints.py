@@ -36,6 +36,7 @@ POINTS = (
     "prune.raw",  # pruning raw acquisition files: one deleted, the rest not
     "restore.write",  # the block's voxels written into the volume, not yet read back
     "restore.written",  # written and read back, ledger still says shipped
+    "pyramid.chunk",  # a pyramid chunk recomputed and written, the others of its level not yet
 )
 #: Points in helper processes (not the flow's): a verifier pool worker mid-decode.
 WORKER_POINTS = ("verifier.decoding",)

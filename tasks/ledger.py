@@ -112,11 +112,17 @@ CREATE TABLE IF NOT EXISTS refusals (
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pyramid_pending (
+    volume TEXT NOT NULL,
+    footprint TEXT NOT NULL,
+    PRIMARY KEY (volume, footprint)
+);
 """
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: Schemas this emzip opens, upgrading them in place: 1 had no ``volumes`` table (its volumes are
-#: "legacy": not yet bound to an acquisition, see ``Ledger.bind_volume``).
-_UPGRADABLE = ("1",)
+#: "legacy": not yet bound to an acquisition, see ``Ledger.bind_volume``); 1 and 2 had no
+#: ``pyramid_pending`` (their restored volumes are plain arrays without a pyramid).
+_UPGRADABLE = ("1", "2")
 _RELEASE_SQL = "UPDATE blocks SET claimed_by=NULL, claim_host=NULL, claim_pid=NULL, claim_expires=NULL WHERE block_id=?"
 
 __all__ = ["STATES", "BlockRecord", "Ledger", "LedgerError", "worker_identity"]
@@ -520,6 +526,34 @@ class Ledger:
         """Every refused file (path -> the latest reason)."""
         rows = self._connection.execute("SELECT path, reason FROM refusals ORDER BY path").fetchall()
         return {row["path"]: row["reason"] for row in rows}
+
+    # -- pyramids ------------------------------------------------------------------------------
+
+    def mark_pyramid(self, volume: str, footprints: list[str]) -> None:
+        """Record footprints whose pyramid chunks must be recomputed (``tasks.pyramid``), before writing them.
+
+        A footprint is a block's level-0 bounds as JSON, or ``*`` for the whole volume.
+        """
+        with self._transaction() as cursor:
+            cursor.executemany(
+                "INSERT OR IGNORE INTO pyramid_pending (volume, footprint) VALUES (?, ?)",
+                [(volume, footprint) for footprint in footprints],
+            )
+
+    def pyramid_pending(self) -> dict[str, list[str]]:
+        """Every volume with footprints still to be carried up its pyramid (volume -> footprints)."""
+        pending: dict[str, list[str]] = {}
+        for row in self._connection.execute("SELECT volume, footprint FROM pyramid_pending ORDER BY volume, footprint"):
+            pending.setdefault(row["volume"], []).append(row["footprint"])
+        return pending
+
+    def clear_pyramid(self, volume: str, footprints: list[str]) -> None:
+        """Forget footprints whose chunks were recomputed at every level."""
+        with self._transaction() as cursor:
+            cursor.executemany(
+                "DELETE FROM pyramid_pending WHERE volume=? AND footprint=?",
+                [(volume, footprint) for footprint in footprints],
+            )
 
     # -- batches -------------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ inbox, the record passes validation (``tasks.validation``: schema, safe volume n
 its bounds, bounds inside the volume, the names it arrived under) and the container's size and
 sha256 equal the ones the record promises. A transfer still writing is *waiting*; a record that
 fails validation is *refused*: reported with the reason, left in place, never restored. Restoring
-decodes the block, writes it into ``<restored>/<volume>.zarr`` (zarr v3, sharded by block; the
-path is resolved and must lie inside the restored root) and checks the sha256 of what reads back
-against the raw sha256 in the record.
+decodes the block, writes it into the full-resolution array ``0`` of ``<restored>/<volume>.zarr``
+(an OME-Zarr image, ``tasks.omezarr``; zarr v3, sharded by block; the path is resolved and must
+lie inside the restored root) and checks the sha256 of what reads back against the raw sha256 in
+the record.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import zarr
 from codec import decompress
 from codec.container import unpack
 from codec.errors import EmzipError
-from tasks.archive import open_archive, place_block
+from tasks.archive import place_block
 from tasks.checksums import file_sha256
 from tasks.destination import RestoreError, open_destination, write_block
 from tasks.diskspace import out_of_space
 from tasks.failpoints import failpoint
 from tasks.grid import BlockRef
 from tasks.names import UnsafeInputError, check_volume_name, inside
+from tasks.omezarr import base_array, open_image
 from tasks.provenance import write_record
 from tasks.targets import TargetError, TargetInfo, disagreement, read_target
 from tasks.validation import ValidBlock, validate_record
@@ -186,8 +188,14 @@ def load_received(inbox: Path, container: Path, done: Mapping[str, str | None] |
     return ReceivedBlock(valid, container, record_path, record)
 
 
-def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind: str) -> dict[str, str]:
+def prepare_targets(
+    items: list[ReceivedBlock], restored_root: Path, target_kind: str, new_levels: dict[str, list[int]] | None = None
+) -> dict[str, str]:
     """Create (or grow) every volume or archive these blocks go into, before workers write blocks.
+
+    Each target is an OME-Zarr image (``tasks.omezarr``): the volume or archive as its level 0,
+    and its pyramid's levels, created or grown with it; ``new_levels`` (if given) gets, per volume,
+    the levels this call added (computed whole by the next pyramid pass).
 
     Returns the blocks refused (block id -> why): a block whose record disagrees with its
     target (dtype, block grid, acquisition; ``tasks.targets``) is refused alone and the target is
@@ -220,10 +228,9 @@ def prepare_targets(items: list[ReceivedBlock], restored_root: Path, target_kind
         extent = tuple(max(m.valid.volume_shape[axis] for m in accepted) for axis in range(3))
         attributes = _attributes(first)
         try:
-            if target_kind == "archive":
-                open_archive(target, extent, first.valid.dtype, first.valid.block_shape, attributes)  # type: ignore[arg-type]
-            else:
-                open_destination(target, extent, first.valid.dtype, first.valid.block_shape, attributes)  # type: ignore[arg-type]
+            opened = open_image(target, target_kind, extent, first.valid.dtype, first.valid.block_shape, attributes)  # type: ignore[arg-type]
+            if opened is not None and opened[1] and new_levels is not None:
+                new_levels[name] = opened[1]
         except (RestoreError, OSError) as exc:
             if out_of_space(exc):  # not the blocks' fault: the run stops, they stay shipped
                 raise
@@ -330,15 +337,16 @@ def restore_block(
         raise RestoreError(f"{valid.block.block_id}: {target}: {why}")
     shipped = item.container_path.read_bytes()
     check_container_head(valid, shipped, item.container_path)
+    base = base_array(target)
     if target_kind == "archive":
-        place_block(target, valid.block, valid.block_shape, shipped, valid.compressed_sha256, valid.raw_sha256)
+        place_block(base, valid.block, valid.block_shape, shipped, valid.compressed_sha256, valid.raw_sha256)
     else:
         try:
             data = decompress(shipped)
         except EmzipError as exc:
             raise RestoreError(f"{valid.block.block_id}: {item.container_path} does not decode: {exc}") from exc
         store = open_destination(
-            target, valid.volume_shape, valid.dtype, valid.block_shape, _attributes(item), context or _io_context
+            base, valid.volume_shape, valid.dtype, valid.block_shape, _attributes(item), context or _io_context
         )
         write_block(store, valid.block, data, valid.raw_sha256)
     failpoint("restore.written")

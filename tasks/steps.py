@@ -24,6 +24,8 @@ from tasks.destination import RestoreError
 from tasks.diskspace import out_of_space
 from tasks.encoding import EncodedBlock, encode_to_outbox
 from tasks.grid import BlockRef
+from tasks.omezarr import read_image
+from tasks.pyramid import update_chunks
 from tasks.restoring import load_received, restore_block
 from tasks.transfer import TransferBackend, TransferBatch, TransferReport, TransientTransferError
 from tasks.verification import VerifyResult, verify_container
@@ -35,6 +37,7 @@ __all__ = [
     "BlockData",
     "encode_block",
     "gpu_limit_name",
+    "pyramid_chunks",
     "read_block",
     "restore_blocks",
     "ship_batch",
@@ -194,3 +197,20 @@ def restore_blocks(
         logger.info("%s: restored into %s, sha256 verified", block_id, section["volume_path"])
         outcomes[block_id] = {"state": RESTORED, "section": section}
     return outcomes
+
+
+@task(name="pyramid-chunks", task_run_name="pyramid {label}", cache_policy=NO_CACHE)
+def pyramid_chunks(label: str, image: str, level: int, chunks: list[tuple[int, int, int]]) -> int:
+    """Recompute ``chunks`` of one pyramid level from the level below (``tasks.pyramid.update_chunks``).
+
+    Only the image's path and chunk indices cross to a (possibly remote) worker; the pyramid's
+    geometry is read from the image's own metadata. Returns the chunks written.
+    """
+    found = read_image(Path(image))
+    if found is None:
+        raise RestoreError(f"{image}: not an OME-Zarr image with a pyramid")
+    if not 1 <= level < len(found.levels):
+        raise RestoreError(f"{image}: no pyramid level {level} (it has {len(found.levels) - 1})")
+    written = update_chunks(found.path, found.levels, found.chunk, level, [tuple(c) for c in chunks], found.archive)  # type: ignore[misc]
+    get_run_logger().info("%s: level %d, %d chunks recomputed", label, level, written)
+    return written

@@ -45,8 +45,15 @@ def target_attributes_acquisition(attributes: Any) -> str | None:
 
 
 def read_target(path: Path) -> TargetInfo | None:
-    """The target at ``path`` (a ``.zarr`` folder), or None when there is none yet."""
+    """The target at ``path`` (a ``.zarr`` folder), or None when there is none yet.
+
+    An OME-Zarr image (``tasks.omezarr``) is described by its full-resolution array ``0``, whose
+    attributes keep the acquisition as a plain array's do; a target restored before OME-Zarr is
+    that array itself.
+    """
     metadata_path = path / "zarr.json"
+    if not metadata_path.exists() or _node_type(metadata_path) == "group":
+        metadata_path = path / "0" / "zarr.json"
     if not metadata_path.exists():
         return None
     try:
@@ -64,6 +71,17 @@ def read_target(path: Path) -> TargetInfo | None:
         raise
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise TargetError(f"{metadata_path}: not a restored volume's metadata ({type(exc).__name__}: {exc})") from exc
+
+
+def _node_type(metadata_path: Path) -> Any:
+    """``zarr.json``'s ``node_type`` (None when it cannot be read: ``read_target`` then says why)."""
+    try:
+        if metadata_path.stat().st_size > MAX_METADATA_BYTES:
+            return None
+        metadata = json.loads(metadata_path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return metadata.get("node_type") if isinstance(metadata, dict) else None
 
 
 def disagreement(target: TargetInfo, valid: ValidBlock) -> str | None:

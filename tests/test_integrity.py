@@ -128,7 +128,7 @@ def test_convert_refuses_an_archive_of_another_acquisition(tmp_path: Path) -> No
     common = ["--layout", "slices", "--block", "4,64,64", "--effort", "0", "--quiet"]
     assert main(["convert", str(tmp_path / "day1" / "run1"), str(archive), *common]) == 0
     assert main(["convert", str(tmp_path / "day2" / "run1"), str(archive), *common]) == 2
-    np.testing.assert_array_equal(zarr.open_array(str(archive), mode="r")[:], day1)
+    np.testing.assert_array_equal(zarr.open_array(str(archive / "0"), mode="r")[:], day1)
 
 
 def test_convert_resumes_a_block_left_between_its_ledger_steps(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_convert_resumes_a_block_left_between_its_ledger_steps(tmp_path: Path) -
         assert ledger.get(block_id).state == "encoded"
     report = convert_volume(source, archive, Settings(steps=0), BLOCK)
     assert report.converted == 1
-    np.testing.assert_array_equal(zarr.open_array(str(archive), mode="r")[:], volume)
+    np.testing.assert_array_equal(zarr.open_array(str(archive / "0"), mode="r")[:], volume)
 
 
 def test_convert_killed_after_placing_a_chunk_resumes_to_an_identical_archive(tmp_path: Path) -> None:

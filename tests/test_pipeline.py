@@ -20,7 +20,7 @@ import tasks.encoding
 import tasks.steps
 from codec.api import encode as real_encode
 from flows.acquisition import acquisition_flow
-from flows.demo import read_restored, run_demo, run_pipeline
+from flows.demo import format_summary, read_restored, run_demo, run_pipeline
 from flows.restore import restore_flow
 from flows.synthetic import em_like, write_slice_folder
 from tasks.ledger import Ledger
@@ -66,6 +66,10 @@ def test_demo_end_to_end_restores_identical_volume(prefect_api: str, tmp_path: P
     assert summary["blocks"] == 4 and summary["restored"] == 4 and summary["failed"] == 0
     assert summary["shipped_first_scan"] == 2  # half-acquired: only the complete first layer
     assert 0 < summary["bits_per_voxel"] < 8
+    assert 0 < summary["jpegxl_bits_per_voxel"] < 8 and summary["levels"] >= 1
+    lines = format_summary(summary)
+    assert f"JPEG-XL lossless (effort 7) {summary['jpegxl_bits_per_voxel']:.3f}" in lines  # the codec beside emzip
+    assert "OME-Zarr 0.5 image" in lines and f"emzip view {summary['restored_path']}" in lines
     record = load_record(tmp_path / "datacenter" / "inbox" / "demo" / "z0000_y0000_x0000.prov.json")
     assert record["verification"]["ok"] is True
     assert record["encoding"]["codec"] in ("learned", "jpegxl")
@@ -291,7 +295,7 @@ def test_transient_transfer_failure_keeps_blocks_verified_for_the_next_run(prefe
     assert {tuple(r["volume"]["block_shape"]) for r in records} == {(4, 64, 96)}  # the grid, even for edge blocks
     restore_flow(inbox=str(blocked / "inbox"), restored=str(tmp_path / "restored"))
     np.testing.assert_array_equal(read_restored(tmp_path / "restored" / "vol.zarr"), volume)
-    metadata = json.loads((tmp_path / "restored" / "vol.zarr" / "zarr.json").read_text())
+    metadata = json.loads((tmp_path / "restored" / "vol.zarr" / "0" / "zarr.json").read_text())  # level 0
     assert metadata["chunk_grid"]["configuration"]["chunk_shape"] == [4, 64, 96]  # one shard per block
 
 

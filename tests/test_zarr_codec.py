@@ -80,13 +80,13 @@ def test_inbox_restored_as_archive_reads_back_identical_through_zarr(prefect_api
     write_inbox(volume, grid, inbox, codec={"steps": 0})
     result = restore_flow(inbox=str(inbox), restored=str(tmp_path / "archive"), target="archive")
     assert result["progress"]["restored"] == 8 and not result["refused"]
-    archive = zarr.open_array(str(tmp_path / "archive" / "vol.zarr"), mode="r")
+    archive = zarr.open_array(str(tmp_path / "archive" / "vol.zarr" / "0"), mode="r")  # OME-Zarr level 0
     np.testing.assert_array_equal(archive[:], volume)
     assert archive.metadata.dimension_names == ("z", "y", "x")
     assert archive.attrs["voxel_size"] == [30.0, 8.0, 8.0] and archive.attrs["units"] == "nm"
     for block in block_grid("vol", volume.shape, grid):  # the shipped bytes themselves, never re-encoded
         shipped = inbox / "vol" / f"{block.file_stem}.emz"
-        assert file_sha256(chunk_path(tmp_path / "archive" / "vol.zarr", block, grid)) == file_sha256(shipped)
+        assert file_sha256(chunk_path(tmp_path / "archive" / "vol.zarr" / "0", block, grid)) == file_sha256(shipped)
 
 
 def test_a_container_that_does_not_read_back_leaves_no_chunk(tmp_path: Path) -> None:
@@ -129,5 +129,5 @@ def test_convert_is_resumable_and_never_touches_the_source(tmp_path: Path) -> No
     assert main(["convert", str(folder), str(archive), "--layout", "slices", "--block", "4,64,64", "--quiet"]) == 0
     report = convert_volume(source, archive, Settings(steps=0), (4, 64, 64))
     assert (report.converted, report.already_done, report.blocks) == (0, 8, 8)
-    np.testing.assert_array_equal(zarr.open_array(str(archive), mode="r")[:], volume)
+    np.testing.assert_array_equal(zarr.open_array(str(archive / "0"), mode="r")[:], volume)
     assert {p.name: file_sha256(p) for p in folder.iterdir()} == before

@@ -165,7 +165,8 @@ def convert_killed_between_steps(work: Path) -> dict[str, Any]:
         capture_output=True,
         text=True,
     )
-    identical = resumed.returncode == 0 and bool(np.array_equal(zarr.open_array(str(archive), mode="r")[:], volume))
+    level0 = archive / "0"  # the OME-Zarr image's full-resolution archive
+    identical = resumed.returncode == 0 and bool(np.array_equal(zarr.open_array(str(level0), mode="r")[:], volume))
     return {
         "killed": killed.returncode == -9,
         "resumed": resumed.returncode == 0,

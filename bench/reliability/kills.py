@@ -36,6 +36,7 @@ KILL_PASS = {
     "prune.raw": 2,
     "restore.write": 2,
     "restore.written": 3,
+    "pyramid.chunk": 1,
 }
 
 
