@@ -29,6 +29,7 @@ def restore_flow(
     target: str = "volume",
     blocks_per_task: int | None = None,
     damaged_after: float = DAMAGED_AFTER_SECONDS,
+    pyramid: bool = True,
 ) -> dict[str, Any]:
     """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
 
@@ -44,7 +45,9 @@ def restore_flow(
     runner: threads here, Dask workers in ``restore_dask_flow``; a task whose worker dies is run
     again (each block's write is atomic per shard and read back, so a second write is harmless).
     Each task restores ``blocks_per_task`` blocks (default ``default_blocks_per_task``): a task
-    run's fixed cost is paid once for several blocks.
+    run's fixed cost is paid once for several blocks. ``pyramid=False`` defers the pyramid: what
+    the blocks touched stays pending in the ledger and the next run with ``pyramid=True`` brings
+    it up to date (for example a fast restore now, pyramids at night).
     """
     if blocks_per_task is not None and blocks_per_task < 1:
         raise ValueError(f"blocks_per_task must be at least 1, got {blocks_per_task}")
@@ -96,7 +99,7 @@ def restore_flow(
         restore_seconds = time.monotonic() - restoring
         pyramid_started = time.monotonic()
         unfinished: dict[str, str] = {}
-        if disk_full is None:
+        if disk_full is None and pyramid:
             try:
                 unfinished = carry_up(db, lambda volume: inside(Path(restored), f"{volume}.zarr"), _run_level)
             except Exception as exc:
@@ -172,6 +175,9 @@ def _record_outcome(
     if outcome["state"] == RESTORED:
         section = outcome["section"]
         db.advance(block_id, worker, "restored", release=True, timings={"restore": section["seconds"]})
+        if section.get("pyramid_level_one"):  # the worker wrote level 1 from the block: the pass starts at 2
+            block = db.get(block_id).block
+            db.replace_pyramid(block.volume, footprint_key(block.bounds), footprint_key(block.bounds, from_level=2))
         rows.append({"block": block_id, "state": "restored", "volume": section["volume_path"]})
         return None
     logger = get_run_logger()

@@ -117,12 +117,13 @@ def place_block(
     container: bytes,
     compressed_sha256: str,
     raw_sha256: str,
-) -> Path:
+) -> np.ndarray:
     """Write a container (the shipped bytes) as the block's chunk, then read it back through zarr.
 
     The write is atomic and checked against ``compressed_sha256``; the read-back, through
-    ``zarr.open_array``, against ``raw_sha256``. Raises ``RestoreError`` naming the chunk; a chunk
-    that does not read back is removed (absent, to be placed again, never wrong).
+    ``zarr.open_array``, against ``raw_sha256``. Returns the voxels read back (the pyramid's
+    first level is computed from them, not from a second decode). Raises ``RestoreError`` naming
+    the chunk; a chunk that does not read back is removed (absent, to be placed again, never wrong).
     """
     import zarr  # the pipeline's only zarr-python reader; imported here so tasks load without it
 
@@ -131,13 +132,14 @@ def place_block(
         raise RestoreError(f"{block.block_id}: the container is not the one its record describes")
     atomic_write_bytes(target, container)
     problem = None
+    voxels = np.zeros(0, np.uint8)
     if file_sha256(target) != compressed_sha256:
         problem = "does not hold the shipped container"
     else:
         (z0, z1), (y0, y1), (x0, x1) = block.bounds
         try:
-            stored = zarr.open_array(str(archive), mode="r")[z0:z1, y0:y1, x0:x1]
-            readback = array_sha256(np.asarray(stored))
+            voxels = np.asarray(zarr.open_array(str(archive), mode="r")[z0:z1, y0:y1, x0:x1])
+            readback = array_sha256(voxels)
             if readback != raw_sha256:
                 problem = f"reads back sha256 {readback[:12]}, expected {raw_sha256[:12]}"
         except Exception as exc:  # zarr and the codec raise many types; all mean "does not read back"
@@ -145,4 +147,4 @@ def place_block(
     if problem is not None:
         target.unlink(missing_ok=True)  # absent (restored again later), never wrong
         raise RestoreError(f"{block.block_id}: archive chunk {target} {problem}")
-    return target
+    return voxels

@@ -28,7 +28,7 @@ from tasks.failpoints import failpoint
 from tasks.grid import block_grid, choose_block_shape
 from tasks.ledger import Ledger, worker_identity
 from tasks.omezarr import base_array, open_image, read_image
-from tasks.pyramid import footprint_key, update_chunks, whole_from
+from tasks.pyramid import first_level_from_block, footprint_key, update_chunks, whole_from
 from tasks.pyramid_pass import Chunk, carry_up
 from tasks.targets import TargetError, read_target
 from tasks.volumes import VolumeError, VolumeSource, open_volume
@@ -87,8 +87,12 @@ def convert_volume(
                 data = volume.read(record.block.bounds)
                 result = encode(data, settings)
                 digest = hashlib.sha256(result.data).hexdigest()
-                ledger.mark_pyramid(source.name, [footprint_key(record.block.bounds)])
+                footprint = footprint_key(record.block.bounds)
+                ledger.mark_pyramid(source.name, [footprint])
                 place_block(base, record.block, grid, result.data, digest, array_sha256(data))
+                image = opened[0] if opened is not None else None
+                if image is not None and first_level_from_block(archive, image.levels, grid, record.block.bounds, data):
+                    ledger.replace_pyramid(source.name, footprint, footprint_key(record.block.bounds, from_level=2))
                 failpoint("convert.placed")
                 # One transaction: a kill leaves the block discovered (coded again) or verified.
                 steps = ("encoded", "verified") if record.state == "discovered" else ("verified",)

@@ -540,6 +540,13 @@ class Ledger:
                 [(volume, footprint) for footprint in footprints],
             )
 
+    def replace_pyramid(self, volume: str, footprint: str, narrower: str) -> None:
+        """Swap a pending footprint for a narrower one (fewer levels left), in one transaction."""
+        with self._transaction() as cursor:
+            deleted = cursor.execute("DELETE FROM pyramid_pending WHERE volume=? AND footprint=?", (volume, footprint))
+            if deleted.rowcount:
+                cursor.execute("INSERT OR IGNORE INTO pyramid_pending VALUES (?, ?)", (volume, narrower))
+
     def pyramid_pending(self) -> dict[str, list[str]]:
         """Every volume with footprints still to be carried up its pyramid (volume -> footprints)."""
         pending: dict[str, list[str]] = {}

@@ -193,7 +193,9 @@ def open_image(
         if document != metadata:
             atomic_write_json(target / "zarr.json", document)
         image = Image(target, levels, tuple(block_shape), kind == "archive")  # type: ignore[arg-type]
-        return image, list(range(max(before, 1), len(levels)))
+        # A new image holds no data yet: its blocks' own footprints build its levels. An image that
+        # had data and outgrew its top level gets the new levels computed whole.
+        return image, list(range(max(before, 1), len(levels))) if metadata is not None else []
 
 
 def _open_base(

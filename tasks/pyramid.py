@@ -22,6 +22,7 @@ import fcntl
 import itertools
 import json
 import math
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "chunk_bounds",
     "chunks_to_update",
     "create_or_grow_level",
+    "first_level_from_block",
     "footprint_key",
     "level_plan",
     "mean_pool",
@@ -133,9 +135,14 @@ def whole_from(level: int) -> str:
     return f"{WHOLE}{level}"
 
 
-def footprint_key(bounds: Box) -> str:
-    """A block's level-0 bounds as the ledger keeps them (``pyramid_pending.footprint``)."""
-    return json.dumps([list(axis) for axis in bounds], separators=(",", ":"))
+def footprint_key(bounds: Box, from_level: int = 1) -> str:
+    """A block's level-0 bounds as the ledger keeps them (``pyramid_pending.footprint``).
+
+    ``from_level`` 2: level 1 over the block is already written (``first_level_from_block``),
+    only the levels above it are pending (``2:[[z0,z1],[y0,y1],[x0,x1]]``).
+    """
+    bounds_json = json.dumps([list(axis) for axis in bounds], separators=(",", ":"))
+    return bounds_json if from_level <= 1 else f"{from_level}:{bounds_json}"
 
 
 def chunks_to_update(
@@ -145,13 +152,15 @@ def chunks_to_update(
     plan: list[set[tuple[int, int, int]]] = [set() for _ in levels]
     for footprint in footprints:
         if footprint.startswith(WHOLE):
-            first = int(footprint[1:] or 1)
-            for index in range(max(first, 1), len(levels)):
+            for index in range(max(int(footprint[1:] or 1), 1), len(levels)):
                 plan[index] |= all_chunks(levels[index], chunk)
             continue
-        bounds = tuple(tuple(int(v) for v in axis) for axis in json.loads(footprint))
-        for index, touched in enumerate(touched_chunks(levels, chunk, bounds), start=0):  # type: ignore[arg-type]
-            plan[index] |= touched
+        prefix, _, bounds_json = footprint.rpartition(":")
+        first = int(prefix or 1)
+        bounds = tuple(tuple(int(v) for v in axis) for axis in json.loads(bounds_json))
+        for index, touched in enumerate(touched_chunks(levels, chunk, bounds)):  # type: ignore[arg-type]
+            if index >= first:
+                plan[index] |= touched
     return plan
 
 
@@ -189,16 +198,57 @@ def create_or_grow_level(
         store.resize(exclusive_max=grown, expand_only=True).result()
 
 
+_thread_locks: dict[tuple[str, int, tuple[int, int, int]], threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def _chunk_lock(lock_path: Path, level: int, index: tuple[int, int, int]) -> Iterator[None]:
-    """An exclusive byte-range lock on ``lock_path`` for one chunk of one level (other processes wait)."""
+    """An exclusive lock on one chunk of one level: a thread lock (threads of this process) and a
+    byte-range lock on ``lock_path`` (other processes, which POSIX locks do not tell apart by thread)."""
+    key = (str(lock_path.resolve()), level, index)
+    with _thread_locks_guard:
+        local = _thread_locks.setdefault(key, threading.Lock())
     offset = (level << 48) + (index[0] << 32) + (index[1] << 16) + index[2]
-    with lock_path.open("a") as handle:
+    with local, lock_path.open("a") as handle:
         fcntl.lockf(handle.fileno(), fcntl.LOCK_EX, 1, offset)
         try:
             yield
         finally:
             fcntl.lockf(handle.fileno(), fcntl.LOCK_UN, 1, offset)
+
+
+def first_level_from_block(
+    image: Path, levels: list[Level], chunk: tuple[int, int, int], bounds: Box, data: np.ndarray
+) -> bool:
+    """Write the level-1 voxels over one restored block from its voxels in memory; False if it cannot.
+
+    It can when the block grid is a multiple of level 1's factor on every axis: every level-1
+    voxel over the block then lies over this block alone, so what is written is exactly what
+    ``update_chunks`` would compute from level 0, without reading (for an archive: decoding) level
+    0 again. The level-1 chunks written are held under their chunk locks, one after another in
+    order, because a chunk spans several blocks written by several workers.
+    """
+    if len(levels) < 2 or not np.issubdtype(data.dtype, np.integer):
+        return False
+    step = levels[1].factor
+    if any(c % s for c, s in zip(chunk, step, strict=True)) or any(
+        lo % s for (lo, _), s in zip(bounds, step, strict=True)
+    ):
+        return False
+    pooled = mean_pool(data, step)
+    region = tuple((lo // s, lo // s + n) for (lo, _), s, n in zip(bounds, step, pooled.shape, strict=True))
+    target = ts.open(level_spec(image / "1"), open=True).result()
+    for index in sorted(touched_chunks(levels, chunk, bounds)[1]):
+        box = chunk_bounds(levels[1], chunk, index)
+        part = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(box, region, strict=True))
+        if any(stop <= start for start, stop in part):
+            continue
+        local = tuple(slice(a - r0, b - r0) for (a, b), (r0, _) in zip(part, region, strict=True))
+        (z0, z1), (y0, y1), (x0, x1) = part
+        with _chunk_lock(image / ".pyramid.lock", 1, index):
+            target[z0:z1, y0:y1, x0:x1].write(pooled[local]).result()
+    return True
 
 
 def _read_level(array_path: Path, archive: bool) -> Any:

@@ -33,8 +33,9 @@ from tasks.diskspace import out_of_space
 from tasks.failpoints import failpoint
 from tasks.grid import BlockRef
 from tasks.names import UnsafeInputError, check_volume_name, inside
-from tasks.omezarr import base_array, open_image
+from tasks.omezarr import base_array, open_image, read_image
 from tasks.provenance import write_record
+from tasks.pyramid import first_level_from_block
 from tasks.targets import TargetError, TargetInfo, disagreement, read_target
 from tasks.validation import ValidBlock, validate_record
 
@@ -339,7 +340,7 @@ def restore_block(
     check_container_head(valid, shipped, item.container_path)
     base = base_array(target)
     if target_kind == "archive":
-        place_block(base, valid.block, valid.block_shape, shipped, valid.compressed_sha256, valid.raw_sha256)
+        data = place_block(base, valid.block, valid.block_shape, shipped, valid.compressed_sha256, valid.raw_sha256)
     else:
         try:
             data = decompress(shipped)
@@ -349,11 +350,16 @@ def restore_block(
             base, valid.volume_shape, valid.dtype, valid.block_shape, _attributes(item), context or _io_context
         )
         write_block(store, valid.block, data, valid.raw_sha256)
+    image = read_image(target)  # None: restored before OME-Zarr, no pyramid
+    level_one = image is not None and first_level_from_block(
+        target, image.levels, image.chunk, valid.block.bounds, data
+    )
     failpoint("restore.written")
     section = {
         "target": target_kind,
         "volume_path": str(target),
         "verified_sha256": valid.raw_sha256,
+        "pyramid_level_one": level_one,
         "seconds": round(time.monotonic() - started, 3),
     }
     write_record(item.record_path, {**record, "restore": section})

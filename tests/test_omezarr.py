@@ -59,7 +59,11 @@ def _level_files(image: Path) -> dict[str, object]:
     return files
 
 
-def _check_image(image: Path, volume: np.ndarray) -> None:
+def _record(path: Path) -> dict[str, object]:
+    return dict(json.loads(path.read_text()))
+
+
+def _check_image(image: Path, volume: np.ndarray, grid: tuple[int, int, int] = GRID) -> None:
     from ome_zarr_models.v05.image import Image
 
     model = Image.from_zarr(zarr.open_group(str(image), mode="r"))  # validates against OME-Zarr 0.5
@@ -71,16 +75,26 @@ def _check_image(image: Path, volume: np.ndarray) -> None:
     for level, expected in enumerate(reference_pyramid(volume, factors)):
         np.testing.assert_array_equal(read_restored(image, level), expected, err_msg=f"level {level}")
     top = read_restored(image, len(factors) - 1)
-    assert top.shape[1] <= GRID[1] and top.shape[2] <= GRID[2]  # down to one chunk in y and x
+    assert top.shape[1] <= grid[1] and top.shape[2] <= grid[2]  # down to one chunk in y and x
 
 
-def test_restored_volume_is_a_valid_ome_zarr_image_with_a_mean_pyramid(prefect_api: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "grid",
+    [GRID, (3, 30, 30)],
+    ids=["level 1 from each block in its worker", "odd grid: level 1 from level 0 in the pass"],
+)
+def test_restored_volume_is_a_valid_ome_zarr_image_with_a_mean_pyramid(
+    prefect_api: str, tmp_path: Path, grid: tuple[int, int, int]
+) -> None:
     volume = em_like(SHAPE, seed=61)
-    write_inbox(volume, GRID, tmp_path / "inbox", codec={"steps": 0}, voxel_size=(8.0, 8.0, 8.0))
+    write_inbox(volume, grid, tmp_path / "inbox", codec={"steps": 0}, voxel_size=(8.0, 8.0, 8.0))
     result = restore_flow(inbox=str(tmp_path / "inbox"), restored=str(tmp_path / "restored"))
-    assert result["progress"]["restored"] == 36 and not result["pyramids_unfinished"]
+    blocks = math.prod(math.ceil(n / g) for n, g in zip(SHAPE, grid, strict=True))
+    assert result["progress"]["restored"] == blocks and not result["pyramids_unfinished"]
+    in_worker = {r["restore"]["pyramid_level_one"] for r in map(_record, (tmp_path / "inbox").rglob("*.prov.json"))}
+    assert in_worker == {grid == GRID}
     image = tmp_path / "restored" / "vol.zarr"
-    _check_image(image, volume)
+    _check_image(image, volume, grid)
     attributes = json.loads((image / "zarr.json").read_text())["attributes"]
     [multiscale] = attributes["ome"]["multiscales"]
     assert [a["unit"] for a in multiscale["axes"]] == ["nanometer"] * 3
