@@ -35,6 +35,7 @@ POINTS = (
     "prune.outbox",  # pruning the outbox: one copy deleted, the rest not
     "prune.raw",  # pruning raw acquisition files: one deleted, the rest not
     "restore.write",  # the block's voxels written into the volume, not yet read back
+    "pyramid.block",  # the restoring worker wrote level 1 over part of its block, ledger still says shipped
     "restore.written",  # written and read back, ledger still says shipped
     "pyramid.chunk",  # a pyramid chunk recomputed and written, the others of its level not yet
 )

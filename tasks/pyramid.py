@@ -248,6 +248,7 @@ def first_level_from_block(
         (z0, z1), (y0, y1), (x0, x1) = part
         with _chunk_lock(image / ".pyramid.lock", 1, index):
             target[z0:z1, y0:y1, x0:x1].write(pooled[local]).result()
+        failpoint("pyramid.block")
     return True
 
 

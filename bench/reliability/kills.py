@@ -35,6 +35,7 @@ KILL_PASS = {
     "prune.outbox": 2,
     "prune.raw": 2,
     "restore.write": 2,
+    "pyramid.block": 2,
     "restore.written": 3,
     "pyramid.chunk": 1,
 }
