@@ -205,3 +205,25 @@ def test_view_prints_the_neuroglancer_source_and_serves_it_with_cors(
         assert httpx.get(url + "1/zarr.json").status_code == 200  # the pyramid's levels are served too
     finally:
         server.shutdown()
+
+
+def test_the_pyramid_of_a_growing_acquisition_grows_with_it(prefect_api: str, tmp_path: Path) -> None:
+    volume = em_like(SHAPE, seed=67)
+    inbox, restored = tmp_path / "inbox", tmp_path / "restored"
+    image = restored / "vol.zarr"
+    # first a 32x32 column (one chunk in y and x: no pyramid yet), then slices 0-3 of the whole field
+    write_inbox(np.ascontiguousarray(volume[:, :32, :32]), GRID, inbox, codec={"steps": 0}, voxel_size=(8.0, 8.0, 8.0))
+    restore_flow(inbox=str(inbox), restored=str(restored))
+    assert len(read_image(image).levels) == 1  # type: ignore[union-attr]
+    shutil.rmtree(inbox)
+    write_inbox(np.ascontiguousarray(volume[:4]), GRID, inbox, codec={"steps": 0}, voxel_size=(8.0, 8.0, 8.0))
+    restore_flow(inbox=str(inbox), restored=str(restored))
+    grown = read_image(image)
+    assert grown is not None and len(grown.levels) == 3  # levels added as the field grew
+    assert read_restored(image, 1).shape == (6, 35, 50)  # the z extent so far: the column's 12 slices
+    # then the rest of the slices: every level grows in z, and equals the mean-pool of the whole volume
+    shutil.rmtree(inbox)
+    write_inbox(volume, GRID, inbox, codec={"steps": 0}, voxel_size=(8.0, 8.0, 8.0))
+    result = restore_flow(inbox=str(inbox), restored=str(restored))
+    assert result["progress"]["restored"] == 36 and not result["pyramids_unfinished"]
+    _check_image(image, volume)
