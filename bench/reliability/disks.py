@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.reliability.harness import (
+    BLOCK,
     VOLUME,
     edge_params,
     restore_params,
@@ -22,6 +23,7 @@ from bench.reliability.harness import (
     temporary_files,
     transitions,
 )
+from tasks.grid import block_grid
 
 
 @contextlib.contextmanager
@@ -137,6 +139,6 @@ def out_of_space_site(work: Path, template: Path, volume: np.ndarray, site: str)
         names_path=names_path,
         partial_files=sorted(set(partial)),
         marked_failed=failed_at_edge,
-        lost=4 - len(restored_counts),
+        lost=sum(1 for _ in block_grid(VOLUME, volume.shape, BLOCK)) - len(restored_counts),
         completed_after_freeing=completed,
     )

@@ -15,10 +15,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-SHAPE = (8, 64, 128)
+SHAPE = (8, 64, 256)  # wide enough for a pyramid of 3 levels: a worker writes level 1, the pass level 2
 
 
-BLOCK = (4, 64, 64)  # 4 blocks of 16384 voxels: the learned path, in seconds
+BLOCK = (4, 64, 64)  # 8 blocks of 16384 voxels: the learned path, in seconds
 
 
 CODEC = {"steps": 10}

@@ -125,7 +125,7 @@ def kill_point(work: Path, template: Path, volume: np.ndarray, point: str) -> Ki
     params = edge_params(work, folder)
     early: set[str] = set()
     nth = f"{point}#{KILL_PASS.get(point, 1)}"
-    if point.startswith("restore."):
+    if point.startswith(("restore.", "pyramid.")):  # points of the restore flow
         acquisition_flow(**params)
         code, _ = run_flow_process("restore", restore_params(work), nth)
     else:
