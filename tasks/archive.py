@@ -28,7 +28,7 @@ from tasks.checksums import array_sha256, file_sha256
 from tasks.destination import RestoreError
 from tasks.grid import BlockRef
 
-__all__ = ["archive_metadata", "chunk_path", "open_archive", "place_block"]
+__all__ = ["archive_metadata", "chunk_path", "metadata_lock", "open_archive", "place_block"]
 
 
 def archive_metadata(
@@ -61,13 +61,14 @@ def open_archive(
     Under an exclusive lock on the archive (``.zarr.json.lock``): two processes growing it at
     once each read the other's growth, never write over it.
     """
-    with _metadata_lock(path):
+    with metadata_lock(path):
         _open_archive_locked(path, shape, dtype, block_shape, attributes)
 
 
 @contextlib.contextmanager
-def _metadata_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<archive>/.zarr.json.lock`` (released when the process dies)."""
+def metadata_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<path>/.zarr.json.lock`` (released when the process dies): one process
+    at a time changes a zarr node's metadata there (an archive's, or an OME-Zarr group's)."""
     path.mkdir(parents=True, exist_ok=True)
     with (path / ".zarr.json.lock").open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

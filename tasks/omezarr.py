@@ -13,17 +13,14 @@ they are, without a pyramid (``open_image`` returns None for them).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks.archive import open_archive
+from tasks.archive import metadata_lock, open_archive
 from tasks.atomic import atomic_write_json
 from tasks.destination import RestoreError, open_destination
 from tasks.pyramid import Level, create_or_grow_level, level_plan
@@ -129,18 +126,6 @@ def image_attributes(
     return attrs.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-@contextlib.contextmanager
-def _group_lock(target: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<target>/.zarr.json.lock``: one process changes the group at a time."""
-    target.mkdir(parents=True, exist_ok=True)
-    with (target / ".zarr.json.lock").open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def open_image(
     target: Path,
     kind: str,
@@ -154,7 +139,7 @@ def open_image(
     Returns the image and the levels this call added (a new level is computed whole by the next
     pyramid pass), or None for a target restored before OME-Zarr (a plain array, grown as before).
     """
-    with _group_lock(target):
+    with metadata_lock(target):
         metadata = _read_metadata(target / "zarr.json")
         if metadata is not None and metadata.get("node_type") == "array":
             _open_base(target, kind, extent, dtype, block_shape, attributes)
@@ -231,7 +216,7 @@ def read_image(target: Path) -> Image | None:
 
 def set_window(target: Path, window: tuple[float, float]) -> None:
     """Set the ``omero`` display window's start and end (the data's range), keeping everything else."""
-    with _group_lock(target):
+    with metadata_lock(target):
         metadata = _read_metadata(target / "zarr.json")
         if metadata is None or metadata.get("node_type") != "group":
             return
