@@ -27,9 +27,9 @@ from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
 from tasks.grid import block_grid, choose_block_shape
 from tasks.ledger import Ledger, worker_identity
-from tasks.omezarr import base_array, open_image, read_image
-from tasks.pyramid import first_level_from_block, footprint_key, update_chunks, whole_from
-from tasks.pyramid_pass import Chunk, carry_up
+from tasks.omezarr import base_array, open_image
+from tasks.pyramid import first_level_from_block, footprint_key, whole_from
+from tasks.pyramid_pass import Chunk, carry_up, recompute_chunks
 from tasks.targets import TargetError, read_target
 from tasks.volumes import VolumeError, VolumeSource, open_volume
 
@@ -118,11 +118,8 @@ def convert_volume(
 
 def _run_level(image: Path, level: int, groups: list[list[Chunk]]) -> None:
     """One pyramid level's chunks, here in this process."""
-    found = read_image(image)
-    if found is None:
-        return
     for group in groups:
-        update_chunks(image, found.levels, found.chunk, level, group, found.archive)
+        recompute_chunks(image, level, group)
 
 
 def _check_same_acquisition(source: VolumeSource, archive: Path) -> None:

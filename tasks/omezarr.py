@@ -25,10 +25,10 @@ from tasks.atomic import atomic_write_json
 from tasks.destination import RestoreError, open_destination
 from tasks.pyramid import Level, create_or_grow_level, level_plan
 
-__all__ = ["Image", "base_array", "image_attributes", "open_image", "read_image", "set_window"]
+__all__ = ["Image", "base_array", "image_attributes", "open_image", "read_image", "read_metadata", "set_window"]
 
-#: Largest group ``zarr.json`` read (real ones are a few kB).
-MAX_GROUP_METADATA_BYTES = 1 << 20
+#: Largest ``zarr.json`` read (real ones are a few kB).
+MAX_METADATA_BYTES = 1 << 20
 #: Unit names OME-Zarr takes (UDUNITS-2), from the short forms acquisitions write.
 _UNITS = {
     "nm": "nanometer",
@@ -54,18 +54,19 @@ class Image:
 
 def base_array(target: Path) -> Path:
     """Where a target's full-resolution array is: ``<target>/0``, or ``target`` itself (before OME-Zarr)."""
-    metadata = _read_metadata(target / "zarr.json")
+    metadata = read_metadata(target / "zarr.json")
     if metadata is not None and metadata.get("node_type") == "array":
         return target
     return target / "0"
 
 
-def _read_metadata(path: Path) -> dict[str, Any] | None:
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """A ``zarr.json`` as a dict (None when absent); too large, unreadable or not an object: ``RestoreError``."""
     if not path.exists():
         return None
     try:
-        if path.stat().st_size > MAX_GROUP_METADATA_BYTES:
-            raise RestoreError(f"{path}: larger than {MAX_GROUP_METADATA_BYTES} bytes")
+        if path.stat().st_size > MAX_METADATA_BYTES:
+            raise RestoreError(f"{path}: larger than {MAX_METADATA_BYTES} bytes")
         metadata = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:
         raise RestoreError(f"{path}: unreadable zarr metadata ({type(exc).__name__}: {exc})") from exc
@@ -140,7 +141,7 @@ def open_image(
     pyramid pass), or None for a target restored before OME-Zarr (a plain array, grown as before).
     """
     with metadata_lock(target):
-        metadata = _read_metadata(target / "zarr.json")
+        metadata = read_metadata(target / "zarr.json")
         if metadata is not None and metadata.get("node_type") == "array":
             _open_base(target, kind, extent, dtype, block_shape, attributes)
             return None
@@ -148,17 +149,17 @@ def open_image(
             raise RestoreError(f"{target / 'zarr.json'}: neither a zarr group nor an array")
         base = target / "0"
         _open_base(base, kind, extent, dtype, block_shape, attributes)
-        base_metadata = _read_metadata(base / "zarr.json") or {}
+        base_metadata = read_metadata(base / "zarr.json") or {}
         shape = tuple(int(s) for s in base_metadata.get("shape", extent))
-        held = (metadata or {}).get("attributes", {}).get("emzip", {})
-        voxel_size = held.get("voxel_size", attributes.get("voxel_size")) if metadata else attributes.get("voxel_size")
-        units = held.get("units", attributes.get("units")) if metadata else attributes.get("units")
+        held = (metadata or {}).get("attributes", {}).get("emzip", {})  # what the image already says wins
+        voxel_size = held.get("voxel_size", attributes.get("voxel_size"))
+        units = held.get("units", attributes.get("units"))
         voxel = tuple(float(v) for v in voxel_size) if voxel_size else None
         levels = level_plan(shape, block_shape, voxel)  # type: ignore[arg-type]
-        before = len(held.get("pyramid", {}).get("factors", [])) if metadata else 0
+        before = len(held.get("pyramid", {}).get("factors", []))
         for index, level in enumerate(levels[1:], start=1):
             create_or_grow_level(target / str(index), level.shape, dtype, block_shape)
-        window = held.get("window") if metadata else None
+        window = held.get("window")
         document = {
             "zarr_format": 3,
             "node_type": "group",
@@ -199,14 +200,14 @@ def _open_base(
 
 def read_image(target: Path) -> Image | None:
     """The pyramid of the image at ``target`` as its metadata describes it (None: no pyramid)."""
-    metadata = _read_metadata(target / "zarr.json")
+    metadata = read_metadata(target / "zarr.json")
     if metadata is None or metadata.get("node_type") != "group":
         return None
     try:
         held = metadata["attributes"]["emzip"]
         factors = [tuple(int(f) for f in factor) for factor in held["pyramid"]["factors"]]
         chunk = tuple(int(c) for c in held["pyramid"]["chunk"])
-        base = _read_metadata(target / "0" / "zarr.json") or {}
+        base = read_metadata(target / "0" / "zarr.json") or {}
         shape = tuple(int(s) for s in base["shape"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RestoreError(f"{target / 'zarr.json'}: not an emzip image's metadata ({exc})") from exc
@@ -214,18 +215,15 @@ def read_image(target: Path) -> Image | None:
     return Image(target, levels, chunk, held.get("base") == "archive")  # type: ignore[arg-type]
 
 
-def set_window(target: Path, window: tuple[float, float]) -> None:
+def set_window(image: Image, window: tuple[float, float]) -> None:
     """Set the ``omero`` display window's start and end (the data's range), keeping everything else."""
+    target = image.path
     with metadata_lock(target):
-        metadata = _read_metadata(target / "zarr.json")
-        if metadata is None or metadata.get("node_type") != "group":
-            return
+        metadata = read_metadata(target / "zarr.json") or {}
         held = metadata["attributes"]["emzip"]
         if held.get("window") == list(window):
             return
-        image = read_image(target)
-        assert image is not None
-        base = _read_metadata(target / "0" / "zarr.json") or {}
+        base = read_metadata(target / "0" / "zarr.json") or {}
         voxel = tuple(held["voxel_size"]) if held.get("voxel_size") else None
         dtype = np.dtype(base["data_type"])
         ome = image_attributes(target.stem, image.levels, voxel, held.get("units"), dtype, window)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from tasks.destination import RestoreError
 from tasks.diskspace import out_of_space
 from tasks.ledger import Ledger
 from tasks.omezarr import read_image, set_window
-from tasks.pyramid import chunks_to_update, value_range
+from tasks.pyramid import chunks_to_update, update_chunks, value_range
 
-__all__ = ["CHUNKS_PER_TASK", "Chunk", "carry_up", "groups_of"]
+__all__ = ["CHUNKS_PER_TASK", "Chunk", "carry_up", "groups_of", "recompute_chunks"]
 
 Chunk = tuple[int, int, int]
 #: The most chunks one pyramid task recomputes (a 64x128x128 chunk reads 1 MiB below it: ~10 ms).
@@ -29,6 +30,17 @@ RunLevel = Callable[[Path, int, list[list[Chunk]]], None]
 def groups_of(chunks: list[Chunk], size: int = CHUNKS_PER_TASK) -> list[list[Chunk]]:
     """``chunks`` in order, cut into groups of at most ``size``."""
     return [chunks[i : i + size] for i in range(0, len(chunks), size)]
+
+
+def recompute_chunks(image_path: Path, level: int, chunks: list[Chunk]) -> int:
+    """Recompute ``chunks`` of one level from the level below, the geometry read from the image's
+    own metadata (a worker gets only the path and the indices); returns the chunks written."""
+    image = read_image(image_path)
+    if image is None:
+        raise RestoreError(f"{image_path}: not an OME-Zarr image with a pyramid")
+    if not 1 <= level < len(image.levels):
+        raise RestoreError(f"{image_path}: no pyramid level {level} (it has {len(image.levels) - 1})")
+    return update_chunks(image_path, image.levels, image.chunk, level, chunks, image.archive)
 
 
 def carry_up(ledger: Ledger, image_of: Callable[[str], Path], run_level: RunLevel) -> dict[str, str]:
@@ -49,7 +61,7 @@ def carry_up(ledger: Ledger, image_of: Callable[[str], Path], run_level: RunLeve
                         run_level(image_path, level, groups_of(sorted(plan[level])))
                 window = value_range(image_path, len(image.levels) - 1, image.archive)
                 if window is not None:
-                    set_window(image_path, window)
+                    set_window(image, window)
         except Exception as exc:
             if out_of_space(exc):
                 raise

@@ -24,8 +24,7 @@ from tasks.destination import RestoreError
 from tasks.diskspace import out_of_space
 from tasks.encoding import EncodedBlock, encode_to_outbox
 from tasks.grid import BlockRef
-from tasks.omezarr import read_image
-from tasks.pyramid import update_chunks
+from tasks.pyramid_pass import recompute_chunks
 from tasks.restoring import load_received, restore_block
 from tasks.transfer import TransferBackend, TransferBatch, TransferReport, TransientTransferError
 from tasks.verification import VerifyResult, verify_container
@@ -201,16 +200,7 @@ def restore_blocks(
 
 @task(name="pyramid-chunks", task_run_name="pyramid {label}", cache_policy=NO_CACHE)
 def pyramid_chunks(label: str, image: str, level: int, chunks: list[tuple[int, int, int]]) -> int:
-    """Recompute ``chunks`` of one pyramid level from the level below (``tasks.pyramid.update_chunks``).
-
-    Only the image's path and chunk indices cross to a (possibly remote) worker; the pyramid's
-    geometry is read from the image's own metadata. Returns the chunks written.
-    """
-    found = read_image(Path(image))
-    if found is None:
-        raise RestoreError(f"{image}: not an OME-Zarr image with a pyramid")
-    if not 1 <= level < len(found.levels):
-        raise RestoreError(f"{image}: no pyramid level {level} (it has {len(found.levels) - 1})")
-    written = update_chunks(found.path, found.levels, found.chunk, level, [tuple(c) for c in chunks], found.archive)  # type: ignore[misc]
+    """Recompute ``chunks`` of one pyramid level from the level below (``tasks.pyramid_pass``)."""
+    written = recompute_chunks(Path(image), level, [(c[0], c[1], c[2]) for c in chunks])
     get_run_logger().info("%s: level %d, %d chunks recomputed", label, level, written)
     return written

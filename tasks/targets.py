@@ -8,17 +8,15 @@ acquisition is refused for that block alone, with the reason; the target is neve
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tasks.destination import RestoreError
+from tasks.omezarr import base_array, read_metadata
 from tasks.validation import ValidBlock
-
-#: Largest ``zarr.json`` read (real ones are a few kB).
-MAX_METADATA_BYTES = 1 << 20
 
 __all__ = ["TargetError", "TargetInfo", "disagreement", "read_target", "target_attributes_acquisition"]
 
@@ -51,15 +49,14 @@ def read_target(path: Path) -> TargetInfo | None:
     attributes keep the acquisition as a plain array's do; a target restored before OME-Zarr is
     that array itself.
     """
-    metadata_path = path / "zarr.json"
-    if not metadata_path.exists() or _node_type(metadata_path) == "group":
-        metadata_path = path / "0" / "zarr.json"
-    if not metadata_path.exists():
+    try:
+        metadata_path = base_array(path) / "zarr.json"
+        metadata = read_metadata(metadata_path)
+    except RestoreError as exc:
+        raise TargetError(str(exc)) from exc
+    if metadata is None:
         return None
     try:
-        if metadata_path.stat().st_size > MAX_METADATA_BYTES:
-            raise TargetError(f"{metadata_path}: larger than {MAX_METADATA_BYTES} bytes")
-        metadata = json.loads(metadata_path.read_text())
         grid = metadata["chunk_grid"]["configuration"]["chunk_shape"]
         return TargetInfo(
             dtype=np.dtype(metadata["data_type"]).name,
@@ -67,21 +64,8 @@ def read_target(path: Path) -> TargetInfo | None:
             shape=tuple(int(s) for s in metadata["shape"]),
             acquisition=target_attributes_acquisition(metadata.get("attributes")),
         )
-    except TargetError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise TargetError(f"{metadata_path}: not a restored volume's metadata ({type(exc).__name__}: {exc})") from exc
-
-
-def _node_type(metadata_path: Path) -> Any:
-    """``zarr.json``'s ``node_type`` (None when it cannot be read: ``read_target`` then says why)."""
-    try:
-        if metadata_path.stat().st_size > MAX_METADATA_BYTES:
-            return None
-        metadata = json.loads(metadata_path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return metadata.get("node_type") if isinstance(metadata, dict) else None
 
 
 def disagreement(target: TargetInfo, valid: ValidBlock) -> str | None:
