@@ -23,13 +23,13 @@ from codec.container import Container, Header
 from codec.entropy import CODER_BY_VERSION
 from codec.errors import CorruptDataError, EmzipError, FormatError, UnsupportedInputError
 from codec.family_probe import choose_family
-from codec.freeze import freeze
-from codec.frozen import ACTIVATION_BITS, HIDDEN_WEIGHT_BITS, OUTPUT_WEIGHT_BITS, FrozenModel
+from codec.frozen import FrozenModel
 from codec.limits import LimitError, check_decoded_bytes, check_learned_payload
 from codec.model import Architecture
 from codec.quantize import IntegerModel
 from codec.settings import Settings
-from codec.train import TrainBudget, TrainReport, model_stack, train_model
+from codec.train import TrainReport
+from codec.v4 import block as v4_block
 
 log = logging.getLogger("emzip.codec")
 
@@ -37,9 +37,6 @@ log = logging.getLogger("emzip.codec")
 MIN_LEARNED_VOXELS = 16_384
 _MODEL_LIMITS = {"k": (1, 8), "trunk_channels": (1, 64), "trunk_layers": (1, 6), "head_hidden": (1, 128)}
 _MAX_MODEL_BYTES = 1 << 24
-#: Slices (cropped to a square of this size) on which activation ranges are calibrated.
-_CALIBRATION_SLICES = 4
-_CALIBRATION_SIZE = 160
 #: JPEG-XL effort of the quick classic probe, and how much smaller than the probe a learned
 #: container must be to skip the full-effort classic encode.
 CLASSIC_PROBE_EFFORT = 3
@@ -125,44 +122,34 @@ def _learned_eligible(array: np.ndarray, settings: Settings) -> str | None:
 def _learned_container(
     array: np.ndarray, settings: Settings, warm_start: dict[str, torch.Tensor] | None, progress: Progress | None
 ) -> tuple[bytes, TrainReport, str, dict[str, torch.Tensor]]:
+    """A format-v4 learned container: the block's raster model, trained or warm-started, coded by the engine."""
     block = _as_3d(array)
-    device = _pick_device(settings.device)
     family = choose_family(block, settings.seed) if settings.family == "auto" else settings.family
-    arch = Architecture(settings.k, settings.channels, settings.layers, settings.hidden, family)
-    budget = TrainBudget(steps=settings.training_steps(), max_seconds=settings.max_seconds)
-    on_step = (lambda step, _bits: progress("train", step, budget.steps)) if progress else None
-    model, report = train_model(block, arch, budget, device, settings.seed, warm_start, on_step)
-    picks = np.unique(np.linspace(0, len(block) - 1, min(len(block), _CALIBRATION_SLICES)).round().astype(int))
-    calibration = model_stack(block, arch.k, device)[picks, :, :_CALIBRATION_SIZE, :_CALIBRATION_SIZE]
-    frozen = freeze(model, calibration)
-    streams = lattice_codec.encode_block(frozen, block, device)
-    for z, stream in enumerate(streams):  # a decoder refuses streams below the format's floor
-        check_learned_payload(block.shape[1] * block.shape[2], len(stream.words), z)
-    model_bytes = frozen.to_bytes()
+    steps = settings.training_steps(warm=warm_start is not None)
+    if progress:
+        progress("train", 0, steps)
+    coded = v4_block.encode(block, family, settings.width, steps, settings.seed, settings.stripes, warm_start)
+    if progress:
+        progress("train", steps, steps)
+    report = TrainReport(
+        steps=coded.train_steps,
+        seconds=coded.train_seconds,
+        validation_bits=coded.sample_bits,
+        stopped_early=False,
+        device="cpu",
+    )
     config = {
-        "architecture": arch.to_json(),
-        "quantization": {
-            "hidden_weight_bits": HIDDEN_WEIGHT_BITS,
-            "output_weight_bits": OUTPUT_WEIGHT_BITS,
-            "activation_bits": ACTIVATION_BITS,
-            "accumulator": "float32, every partial sum < 2**24",
-        },
+        "engine": coded.config,
         "training": {
-            "steps": report.steps,
-            "seconds": round(report.seconds, 3),
-            "validation_bits_per_voxel": round(report.validation_bits, 5),
-            "stopped_early": report.stopped_early,
-            "device": report.device,
+            "steps": coded.train_steps,
+            "seconds": round(coded.train_seconds, 3),
+            "sample_bits_per_voxel": round(coded.sample_bits, 5),
+            "warm_start": warm_start is not None,
             "seed": settings.seed,
         },
     }
-    data = container.pack(
-        Container(
-            _header(array, "learned"), config, lzma.compress(model_bytes, preset=9), learned.pack_streams(streams)
-        )
-    )
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return data, report, hashlib.sha256(model_bytes).hexdigest(), state
+    data = container.pack(Container(_header(array, "learned"), config, coded.model, coded.data))
+    return data, report, hashlib.sha256(coded.model).hexdigest(), coded.state
 
 
 def encode(
@@ -323,11 +310,14 @@ def _learned_streams(parsed: Container, shape3: tuple[int, ...]) -> list[learned
     return streams
 
 
-def decompress(data: bytes, *, progress: Progress | None = None, max_bytes: int | None = None) -> np.ndarray:
+def decompress(
+    data: bytes, *, progress: Progress | None = None, max_bytes: int | None = None, threads: int = 1
+) -> np.ndarray:
     """Decode container bytes back to the exact array that was compressed.
 
     ``max_bytes`` bounds the decoded size (default ``codec.limits.max_decoded_bytes()``); every
     bound is checked before anything is allocated, and every failure is an ``EmzipError``.
+    ``threads``: v4 learned blocks decode their stripes on up to this many threads (same bytes).
     """
     parsed = container.unpack(data)
     _check_bounds(parsed, max_bytes)
@@ -338,9 +328,13 @@ def decompress(data: bytes, *, progress: Progress | None = None, max_bytes: int 
         if dtype != np.uint8 or len(shape) not in (2, 3):
             raise CorruptDataError(f"learned container claims {header.dtype} {shape}")
         shape3 = (1, *shape) if len(shape) == 2 else shape
+        dims = (shape3[0], shape3[1], shape3[2])
+        if parsed.version >= 4:
+            job = v4_block.parse(parsed.config, parsed.model, parsed.data, dims)
+            array = v4_block.decode([job], threads)[0].reshape(shape)
+            return _finish(parsed, array)
         streams = _learned_streams(parsed, shape3)
         on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
-        dims = (shape3[0], shape3[1], shape3[2])
         arch = _architecture(parsed.config)
         with torch.no_grad():
             if parsed.version >= 3:
@@ -359,29 +353,46 @@ def decompress(data: bytes, *, progress: Progress | None = None, max_bytes: int 
         array = fallback.decode_lzma(parsed.data, shape, dtype)
     else:  # pragma: no cover - unpack() already refuses unknown ids
         raise FormatError(f"unknown codec {header.codec}")
-    if hashlib.sha256(array.tobytes()).digest() != header.sha256:
+    return _finish(parsed, array)
+
+
+def _finish(parsed: Container, array: np.ndarray) -> np.ndarray:
+    """The decoded array, checked against HEAD's SHA-256, in the caller's original dtype."""
+    if hashlib.sha256(array.tobytes()).digest() != parsed.header.sha256:
         raise CorruptDataError("decoded block does not match its recorded SHA-256")
     original = _original_dtype(parsed)
     return array.astype(original) if original is not None else array
 
 
-def decompress_many(blobs: list[bytes], *, device: str = "cpu", batch: int = 8) -> list[np.ndarray]:
-    """Decode many containers; v3 learned blocks of one shape and architecture are decoded
-    ``batch`` at a time with their models stacked (one model call per group for all of them).
+def decompress_many(
+    blobs: list[bytes], *, device: str = "cpu", batch: int = 8, threads: int = 1
+) -> list[np.ndarray]:
+    """Decode many containers; identical to ``[decompress(b) for b in blobs]``.
 
-    The result is identical to ``[decompress(b) for b in blobs]`` on any device: the model's
-    arithmetic is exact (codec.exact). Every block is checked against its SHA-256.
+    v4 learned blocks go through the engine together, ``batch`` at a time, their stripes
+    spread over ``threads`` threads; v3 learned blocks of one shape and architecture are
+    decoded ``batch`` at a time with their models stacked on ``device``. Every block is
+    checked against its SHA-256.
     """
     results: list[np.ndarray | None] = [None] * len(blobs)
+    engine_jobs: list[tuple[int, Container, v4_block.DecodeJob]] = []
     pending: dict[tuple[Architecture, tuple[int, ...]], list[tuple[int, Container]]] = {}
     for i, data in enumerate(blobs):
         parsed = container.unpack(data)
         _check_bounds(parsed, None)
         h = parsed.header
-        if parsed.version >= 3 and h.codec == "learned" and h.dtype == "|u1" and len(h.shape) == 3:
+        if h.codec == "learned" and parsed.version >= 4 and h.dtype == "|u1" and len(h.shape) in (2, 3):
+            dims = (1, *h.shape) if len(h.shape) == 2 else h.shape
+            engine_jobs.append((i, parsed, v4_block.parse(parsed.config, parsed.model, parsed.data, dims)))
+        elif parsed.version == 3 and h.codec == "learned" and h.dtype == "|u1" and len(h.shape) == 3:
             pending.setdefault((_architecture(parsed.config), h.shape), []).append((i, parsed))
         else:
             results[i] = decompress(data)
+    for first in range(0, len(engine_jobs), batch):
+        group = engine_jobs[first : first + batch]
+        arrays = v4_block.decode([job for _, _, job in group], threads)
+        for (i, parsed, _), array in zip(group, arrays, strict=True):
+            results[i] = _finish(parsed, array.reshape(parsed.header.shape))
     target = torch.device(device)
     for (arch, shape), members in pending.items():
         for first in range(0, len(members), batch):

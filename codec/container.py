@@ -1,9 +1,10 @@
-"""Container format v3 (reads v1 and v2 too): the bytes of one compressed block (specified in docs/format.md).
+"""Container format v4 (reads v1, v2 and v3 too): the bytes of one compressed block (specified in docs/format.md).
 
 Layout, all integers little-endian::
 
     magic      8 bytes  89 45 4D 5A 0D 0A 1A 0A  ("\\x89EMZ\\r\\n\\x1a\\n")
-    version    u16      3 (2: same layout, learned streams coded row pass by row pass through
+    version    u16      4 (3: learned blocks in lattice groups; 2: same layout, learned streams coded
+                        row pass by row pass through
                         full 256-symbol integer tables; 1: as 2 with constriction's own
                         quantized Laplace/Gaussian models)
     flags      u16      0 (reserved)
@@ -26,11 +27,12 @@ from typing import Any
 from codec.errors import CorruptDataError, FormatError, TruncatedError, UnsupportedVersionError
 
 MAGIC = b"\x89EMZ\r\n\x1a\n"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Versions this reader decodes. v1 and v2 differ only in how learned streams turn model outputs
 #: into probabilities (see codec.entropy.CODER_BY_VERSION); v3 codes learned blocks in lattice
-#: groups with a float32-exact model and windowed probabilities (docs/format.md).
-READABLE_VERSIONS = (1, 2, 3)
+#: groups with a float32-exact model and windowed probabilities; v4 codes them in raster order
+#: with an int32 model through the compiled engine (codec.v4, docs/format.md).
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: Codec ids stored in HEAD.
 CODEC_IDS = {"learned": 1, "jpegxl": 2, "lzma": 3}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}

@@ -14,7 +14,10 @@ from codec.errors import UnsupportedInputError
 #: Training steps per effort level (0: no learned model, classic fallback only). Every level
 #: starts from the block's least-squares predictor (or the previous block's model); the
 #: default sits where bits against encode seconds flatten (bench/RESULTS.md, effort table).
-EFFORT_STEPS = {0: 0, 1: 10, 2: 60, 3: 300, 4: 1500}
+EFFORT_STEPS = {0: 0, 1: 150, 2: 1000, 3: 3000, 4: 8000}
+#: Steps per effort level when the previous block's model is the start (a warm start): the
+#: statistics of one acquisition carry from block to block, so the training is paid once.
+WARM_EFFORT_STEPS = {0: 0, 1: 0, 2: 100, 3: 300, 4: 1000}
 CODEC_CHOICES = ("auto", "learned", "jpegxl", "lzma")
 
 
@@ -22,6 +25,9 @@ CODEC_CHOICES = ("auto", "learned", "jpegxl", "lzma")
 class Settings:
     """How to compress a block.
 
+    width: hidden units of the v4 model's two layers. stripes: row bands coded as independent
+    streams (a block decodes on that many threads; each costs its first rows' context).
+    k, channels, layers, hidden: the format-v3 model's shape (kept for reading old settings).
     k: previous slices the model sees (context depth). channels, layers: trunk width and depth.
     hidden: width of the per-voxel heads. family: per-voxel distribution ("laplace",
     "gaussian", or "auto": chosen per block by a least-squares probe, see codec.family_probe).
@@ -35,6 +41,8 @@ class Settings:
     before returning (the pipeline verifies again in another process).
     """
 
+    width: int = 16
+    stripes: int = 2
     k: int = 2
     channels: int = 8
     layers: int = 2
@@ -49,13 +57,17 @@ class Settings:
     fallback_effort: int = 7
     verify: bool = True
 
-    def training_steps(self) -> int:
-        """Number of training steps this setting asks for."""
-        return self.steps if self.steps is not None else EFFORT_STEPS[self.effort]
+    def training_steps(self, warm: bool = False) -> int:
+        """Number of training steps this setting asks for (``warm``: starting from the previous block)."""
+        if self.steps is not None:
+            return self.steps
+        return (WARM_EFFORT_STEPS if warm else EFFORT_STEPS)[self.effort]
 
     def validated(self) -> Settings:
         """Return self, or raise UnsupportedInputError naming the first bad field."""
         checks = [
+            (8 <= self.width <= 64 and self.width % 8 == 0, "width must be 8..64, a multiple of 8"),
+            (1 <= self.stripes <= 64, "stripes must be 1..64"),
             (1 <= self.k <= 8, "k must be 1..8"),
             (1 <= self.channels <= 64, "channels must be 1..64"),
             (1 <= self.layers <= 6, "layers must be 1..6"),

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import FORMAT_VERSION, container, encode, learned
+from codec import FORMAT_VERSION, container, encode
+from codec.v4 import block as v4_block
 from flows.synthetic import em_like
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -55,8 +56,8 @@ def main() -> None:
         }
         if codec == "learned":
             parsed = container.unpack(result.data)
-            streams = learned.unpack_streams(parsed.data, array.shape[0])
-            manifest[path.name]["first_words"] = [int(w) for w in streams[0].words[:4]]
+            job = v4_block.parse(parsed.config, parsed.model, parsed.data, parsed.header.shape)  # type: ignore[arg-type]
+            manifest[path.name]["first_words"] = [int(w) for w in np.frombuffer(job.streams[0], "<u4")[:4]]
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 

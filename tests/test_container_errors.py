@@ -92,7 +92,7 @@ def test_consistent_but_wrong_payload_fails_the_checksum(classic_bytes: bytes) -
 def test_forged_architecture_is_refused(learned_bytes: bytes) -> None:
     parsed = container.unpack(learned_bytes)
     config = dict(parsed.config)
-    config["architecture"] = dict(config["architecture"], trunk_channels=100000)
+    config["engine"] = dict(config["engine"], stripes=100000)
     forged = container.pack(container.Container(parsed.header, config, parsed.model, parsed.data))
-    with pytest.raises(CorruptDataError, match="trunk_channels"):
+    with pytest.raises(CorruptDataError, match="stripes"):
         decompress(forged)

@@ -7,7 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from codec import api, decompress, encode, lattice_codec
+from codec import api, decompress, encode
+from codec.v4 import block as v4_block
+from codec.v4 import engine as v4_engine
 from tests.conftest import FAST
 
 
@@ -29,7 +31,7 @@ def test_training_failure_falls_back(
     def explode(*_a: object, **_k: object) -> None:
         raise RuntimeError("loss became NaN")
 
-    monkeypatch.setattr(api, "train_model", explode)
+    monkeypatch.setattr(v4_block, "train", explode)
     with caplog.at_level(logging.WARNING, logger="emzip.codec"):
         result = encode(em_block, codec="learned", **FAST)
     assert result.codec == "jpegxl"
@@ -48,14 +50,14 @@ def test_learned_stream_larger_than_classic_is_not_used(monkeypatch: pytest.Monk
 
 
 def test_failed_verification_never_ships_learned_bytes(monkeypatch: pytest.MonkeyPatch, em_block: np.ndarray) -> None:
-    original = lattice_codec.decode_blocks
+    original = v4_engine.decode_blocks
 
     def corrupting(*args: object, **kwargs: object) -> list[np.ndarray]:
         out = original(*args, **kwargs)  # type: ignore[arg-type]
         out[0][0, 0, 0] ^= 1
         return out
 
-    monkeypatch.setattr(lattice_codec, "decode_blocks", corrupting)
+    monkeypatch.setattr(v4_engine, "decode_blocks", corrupting)
     result = encode(em_block, codec="learned", **FAST)
     assert result.codec == "jpegxl"
     assert result.reason == "learned container failed verification"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from codec import decompress
-from codec.api import _architecture, encode
+from codec.api import encode
 from codec.container import unpack
 from codec.family_probe import choose_family, family_costs
 
@@ -34,7 +34,7 @@ def test_auto_family_is_recorded_and_decodes() -> None:
     rng = np.random.default_rng(1)
     block = _smooth_plus(rng.normal(0, 6, (3, 48, 48)))
     result = encode(block, codec="learned", steps=20)
-    assert _architecture(unpack(result.data).config).family == "gaussian"
+    assert unpack(result.data).config["engine"]["family"] == "gaussian"
     assert np.array_equal(decompress(result.data), block)
 
 

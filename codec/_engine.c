@@ -1,0 +1,535 @@
+/* emzip's v4 coding engine: one compiled pass per stripe of a slice (or per stripe of a block).
+ *
+ * For every voxel, in raster order inside its stripe, the engine gathers the causal context,
+ * runs the block's integer model (int32 arithmetic only, so every machine, compiler, thread
+ * count and vector width computes the same integers), looks up the rANS table row the model
+ * picks and codes the voxel. Encoder and decoder run the same function (CODE_VOXELS), which
+ * is what makes them agree: the encoder reads each voxel from the input where the decoder
+ * reads it from the stream.
+ *
+ * The format (docs/format.md, "v4") is specified independently of this file; codec/reference.py
+ * decodes it in plain Python and the tests compare the two bit for bit.
+ *
+ * Context of voxel (z, y, x) in a stripe of rows [y0, y1):
+ *  - previous-slice inputs (dz in {1, 2}, |dy|, |dx| <= 3): slice max(z - dz, 0) when z > 0,
+ *    coordinates clamped into the slice (edge replication); every input is 0 when z == 0.
+ *  - in-slice causal inputs (dy < 0, or dy == 0 and dx < 0; |dy|, |dx| <= 3): rows above y0
+ *    read 0; in a row above y, x is clamped into the slice; in row y, x < 0 reads 0.
+ * Inputs are grey - 128.
+ *
+ * rANS: 64-bit state, 32-bit words, PROB_BITS-bit frequencies (ryg's rans64). The encoder
+ * writes words backwards; the stream stores them in decoding order, first the two words of
+ * the final state (low, high), then the renormalisation words.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROB_BITS 20
+#define PROB_SCALE (1u << PROB_BITS)
+#define RANS_L (1ull << 31)
+#define N_SYMBOLS 256
+#define CUM_STRIDE (N_SYMBOLS + 1)
+#define LUT_BITS 10
+#define LUT_STRIDE (1u << LUT_BITS)
+#define MARGIN 3
+#define MAX_HIDDEN 64
+#define MAX_INPUTS 64
+#define HEADER_INTS 8
+
+typedef struct {
+    int hidden, n_prev, n_cur, shift1, shift2, shift_mean, shift_scale, n_scales;
+    const int32_t *off_prev; /* n_prev x (dz, dy, dx) */
+    const int32_t *off_cur;  /* n_cur x (dy, dx) */
+    const int32_t *w1p;      /* n_prev x hidden, int16 range */
+    const int32_t *w1c;      /* n_cur x hidden, int16 range */
+    const int32_t *b1;       /* hidden */
+    const int32_t *w2;       /* hidden (in) x hidden (out), int16 range */
+    const int32_t *b2;       /* hidden */
+    const int32_t *w3;       /* 2 x hidden: mean, scale */
+    const int32_t *b3;       /* 2 */
+    const int32_t *lp;       /* n_prev: the linear skip, int16 range */
+    const int32_t *lc;       /* n_cur, int16 range */
+    int32_t bl;
+} Model;
+
+typedef struct {
+    const uint32_t *cum; /* rows x 257 */
+    const uint8_t *lut;  /* rows x LUT_STRIDE: first symbol whose interval reaches slot >> (PROB_BITS - LUT_BITS) */
+    Py_ssize_t rows;
+} Tables;
+
+static int in_int16(const int32_t *v, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (v[i] < -32767 || v[i] > 32767) return 0;
+    return 1;
+}
+
+/* Parse the flat int32 model array (layout: docs/format.md, MODL). Returns 0 or sets an error.
+ * The caller (codec/v4/freeze.py, check_bounds) has already refused models whose sums could
+ * pass 2**30; this checks the sizes, ranges and offsets that memory safety depends on. */
+static int parse_model(const int32_t *p, Py_ssize_t n, Model *m) {
+    if (n < HEADER_INTS) goto bad;
+    m->hidden = p[0]; m->n_prev = p[1]; m->n_cur = p[2];
+    m->shift1 = p[3]; m->shift2 = p[4]; m->shift_mean = p[5]; m->shift_scale = p[6]; m->n_scales = p[7];
+    if (m->hidden < 8 || m->hidden > MAX_HIDDEN || m->hidden % 8 != 0 || m->n_prev < 0 || m->n_prev > MAX_INPUTS ||
+        m->n_cur < 0 || m->n_cur > MAX_INPUTS || m->shift1 < 1 || m->shift1 > 24 || m->shift2 < 1 || m->shift2 > 24 ||
+        m->shift_mean < 5 || m->shift_mean > 30 || m->shift_scale < 1 || m->shift_scale > 30 || m->n_scales < 1 ||
+        m->n_scales > 1024)
+        goto bad;
+    {
+        Py_ssize_t h = m->hidden, np_ = m->n_prev, nc = m->n_cur;
+        Py_ssize_t need = HEADER_INTS + 3 * np_ + 2 * nc + np_ * h + nc * h + h + h * h + h + 2 * h + 2 + np_ + nc + 1;
+        if (n != need) goto bad;
+        const int32_t *q = p + HEADER_INTS;
+        m->off_prev = q; q += 3 * np_;
+        m->off_cur = q; q += 2 * nc;
+        m->w1p = q; q += np_ * h;
+        m->w1c = q; q += nc * h;
+        m->b1 = q; q += h;
+        m->w2 = q; q += h * h;
+        m->b2 = q; q += h;
+        m->w3 = q; q += 2 * h;
+        m->b3 = q; q += 2;
+        m->lp = q; q += np_;
+        m->lc = q; q += nc;
+        m->bl = *q;
+        if (!in_int16(m->w1p, np_ * h) || !in_int16(m->w1c, nc * h) || !in_int16(m->w2, h * h) ||
+            !in_int16(m->lp, np_) || !in_int16(m->lc, nc))
+            goto bad;
+    }
+    for (int k = 0; k < m->n_prev; k++) {
+        int dz = m->off_prev[3 * k], dy = m->off_prev[3 * k + 1], dx = m->off_prev[3 * k + 2];
+        if (dz < 1 || dz > 2 || dy < -MARGIN || dy > MARGIN || dx < -MARGIN || dx > MARGIN) goto bad;
+    }
+    for (int k = 0; k < m->n_cur; k++) {
+        int dy = m->off_cur[2 * k], dx = m->off_cur[2 * k + 1];
+        if (dy < -MARGIN || dy > 0 || dx < -MARGIN || dx > MARGIN || (dy == 0 && dx >= 0)) goto bad;
+    }
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "emzip engine: malformed model array");
+    return -1;
+}
+
+/* The model rearranged for the kernels: layer 1 has hidden + 8 outputs, the last 8 being the
+ * linear skip (column `hidden`) and zeros; inputs are taken in pairs (int16), weights
+ * interleaved per pair: w[pair][out][2]. Both kernels read this layout. */
+typedef struct {
+    int H, C1;              /* hidden, layer-1 outputs (hidden + 8) */
+    int pp, pc;             /* input pairs: previous, current (odd counts padded with a zero input) */
+    int16_t *w1p, *w1c;     /* pp x C1 x 2, pc x C1 x 2 */
+    int32_t *b1;            /* C1 */
+    int16_t *w2;            /* (H / 2) x H x 2 */
+    int32_t *b2;            /* H */
+} Prepared;
+
+static int prepare(const Model *m, Prepared *q) {
+    const int H = m->hidden, C1 = H + 8;
+    q->H = H; q->C1 = C1;
+    q->pp = (m->n_prev + 1) / 2; q->pc = (m->n_cur + 1) / 2;
+    q->w1p = calloc((size_t)(q->pp ? q->pp : 1) * C1 * 2, sizeof(int16_t));
+    q->w1c = calloc((size_t)(q->pc ? q->pc : 1) * C1 * 2, sizeof(int16_t));
+    q->b1 = calloc((size_t)C1, sizeof(int32_t));
+    q->w2 = calloc((size_t)(H / 2) * H * 2, sizeof(int16_t));
+    q->b2 = calloc((size_t)H, sizeof(int32_t));
+    if (!q->w1p || !q->w1c || !q->b1 || !q->w2 || !q->b2) return -1;
+    for (int k = 0; k < m->n_prev; k++) {
+        for (int h = 0; h < H; h++) q->w1p[((size_t)(k / 2) * C1 + h) * 2 + (k & 1)] = (int16_t)m->w1p[k * H + h];
+        q->w1p[((size_t)(k / 2) * C1 + H) * 2 + (k & 1)] = (int16_t)m->lp[k];
+    }
+    for (int k = 0; k < m->n_cur; k++) {
+        for (int h = 0; h < H; h++) q->w1c[((size_t)(k / 2) * C1 + h) * 2 + (k & 1)] = (int16_t)m->w1c[k * H + h];
+        q->w1c[((size_t)(k / 2) * C1 + H) * 2 + (k & 1)] = (int16_t)m->lc[k];
+    }
+    for (int h = 0; h < H; h++) q->b1[h] = m->b1[h];
+    q->b1[H] = m->bl;
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < H; j++) q->w2[((size_t)(i / 2) * H + j) * 2 + (i & 1)] = (int16_t)m->w2[i * H + j];
+    for (int j = 0; j < H; j++) q->b2[j] = m->b2[j];
+    return 0;
+}
+
+static void release_prepared(Prepared *q) {
+    free(q->w1p); free(q->w1c); free(q->b1); free(q->w2); free(q->b2);
+    memset(q, 0, sizeof *q);
+}
+
+static inline int32_t activation(int32_t acc, int shift) {
+    int32_t v = acc > 0 ? acc : 0;
+    v = (v + (1 << (shift - 1))) >> shift;
+    return v > 255 ? 255 : v;
+}
+
+/* floor(v / 2**shift) for any sign, without relying on signed right shifts. */
+static inline int64_t floor_shift(int64_t v, int shift) {
+    const int64_t bias = (int64_t)1 << 40;
+    return (int64_t)(((uint64_t)(v + (bias << shift))) >> shift) - bias;
+}
+
+static inline uint32_t pair_of(int16_t a, int16_t b) { return (uint32_t)(uint16_t)a | ((uint32_t)(uint16_t)b << 16); }
+
+/* ---- portable kernels: plain C, the definition of the arithmetic ---- */
+
+/* acc[0..C1) += sum over pairs of w[pair][o][0] * in[2 pair] + w[pair][o][1] * in[2 pair + 1] */
+static inline void layer1_portable(const int16_t *w, int pairs, int C1, const uint32_t *in, int32_t *acc) {
+    for (int i = 0; i < pairs; i++) {
+        const int32_t a = (int16_t)(in[i] & 0xffff), b = (int16_t)(in[i] >> 16);
+        const int16_t *wi = w + (size_t)i * C1 * 2;
+        for (int o = 0; o < C1; o++) acc[o] += wi[2 * o] * a + wi[2 * o + 1] * b;
+    }
+}
+
+/* ---- AVX2 kernels: the same sums with vpmaddwd (int16 x int16 -> int32, exact) ---- */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2_KERNEL 1
+#define AVX2_INLINE __attribute__((target("avx2"), always_inline)) static inline
+/* acc[0 .. 8 CHUNKS) += the pairs' products; CHUNKS a constant, so the sums stay in registers. */
+#define DEFINE_MADD_AVX2(CHUNKS)                                                                              \
+    AVX2_INLINE void madd_avx2_##CHUNKS(const int16_t *w, int pairs, const uint32_t *in, int32_t *acc) {      \
+        __m256i a[CHUNKS];                                                                                    \
+        for (int j = 0; j < CHUNKS; j++) a[j] = _mm256_loadu_si256((const __m256i *)(acc + 8 * j));           \
+        for (int i = 0; i < pairs; i++) {                                                                     \
+            const __m256i p = _mm256_set1_epi32((int)in[i]);                                                  \
+            const int16_t *wi = w + (size_t)i * CHUNKS * 16;                                                  \
+            for (int j = 0; j < CHUNKS; j++)                                                                  \
+                a[j] = _mm256_add_epi32(a[j],                                                                 \
+                                        _mm256_madd_epi16(p, _mm256_loadu_si256((const __m256i *)(wi + 16 * j)))); \
+        }                                                                                                     \
+        for (int j = 0; j < CHUNKS; j++) _mm256_storeu_si256((__m256i *)(acc + 8 * j), a[j]);                \
+    }
+DEFINE_MADD_AVX2(1)
+DEFINE_MADD_AVX2(2)
+DEFINE_MADD_AVX2(3)
+DEFINE_MADD_AVX2(4)
+DEFINE_MADD_AVX2(5)
+DEFINE_MADD_AVX2(8)
+DEFINE_MADD_AVX2(9)
+
+AVX2_INLINE void layer1_avx2(const int16_t *w, int pairs, int C1, const uint32_t *in, int32_t *acc) {
+    switch (C1 / 8) {
+        case 1: madd_avx2_1(w, pairs, in, acc); break;
+        case 2: madd_avx2_2(w, pairs, in, acc); break;
+        case 3: madd_avx2_3(w, pairs, in, acc); break;
+        case 4: madd_avx2_4(w, pairs, in, acc); break;
+        case 5: madd_avx2_5(w, pairs, in, acc); break;
+        case 8: madd_avx2_8(w, pairs, in, acc); break;
+        case 9: madd_avx2_9(w, pairs, in, acc); break;
+        default: layer1_portable(w, pairs, C1, in, acc);
+    }
+}
+#endif
+
+static int kernel_is_avx2 = 0;
+/* Rows [y0 - M, y1 + M) of slice `z` as grey - 128, (y1 - y0 + 2M) x (X + 2M), coordinates
+ * clamped into the slice (edges replicated); zeros if z < 0. */
+static void padded_rows(const uint8_t *vol, int Y, int X, int z, int y0, int y1, int16_t *out) {
+    const int W = X + 2 * MARGIN;
+    for (int py = 0; py < y1 - y0 + 2 * MARGIN; py++) {
+        int16_t *row = out + (size_t)py * W;
+        if (z < 0) {
+            memset(row, 0, sizeof(int16_t) * W);
+            continue;
+        }
+        int y = y0 + py - MARGIN;
+        y = y < 0 ? 0 : (y >= Y ? Y - 1 : y);
+        const uint8_t *src = vol + ((size_t)z * Y + y) * X;
+        for (int px = 0; px < W; px++) {
+            int x = px - MARGIN;
+            x = x < 0 ? 0 : (x >= X ? X - 1 : x);
+            row[px] = (int16_t)((int)src[x] - 128);
+        }
+    }
+}
+
+typedef struct {
+    uint64_t state;
+    Py_ssize_t pos; /* next word to read */
+    const uint32_t *words;
+    Py_ssize_t n_words;
+    int failed;
+} Decoder;
+
+typedef struct {
+    uint32_t *start_freq; /* encoder: per voxel (start, freq) pairs, in coding order */
+    Py_ssize_t count;
+} Recorder;
+
+/* The symbol whose interval holds `slot` in table row `row`. */
+static inline int find_symbol(const Tables *t, Py_ssize_t row, uint32_t slot) {
+    const uint32_t *cum = t->cum + row * CUM_STRIDE;
+    int s = t->lut[row * LUT_STRIDE + (slot >> (PROB_BITS - LUT_BITS))];
+    while (cum[s + 1] <= slot) s++;
+    return s;
+}
+
+typedef struct {
+    int16_t *prev1, *prev2, *cur;
+    int32_t *pre; /* X x C1: layer-1 sums (and the skip) over the previous-slice inputs */
+} Scratch;
+
+#define ROWS_FN code_rows_portable
+#define ROWS_ATTR
+#define MADD layer1_portable
+#include "_engine_rows.h"
+#undef ROWS_FN
+#undef ROWS_ATTR
+#undef MADD
+#ifdef HAVE_AVX2_KERNEL
+#define ROWS_FN code_rows_avx2
+#define ROWS_ATTR __attribute__((target("avx2")))
+#define MADD layer1_avx2
+#include "_engine_rows.h"
+#undef ROWS_FN
+#undef ROWS_ATTR
+#undef MADD
+#endif
+
+typedef void (*RowsFn)(uint8_t *, int, int, int, int, int, const Model *, const Prepared *, const Tables *, Decoder *,
+                       Recorder *, Scratch *);
+static RowsFn code_rows = code_rows_portable;
+
+typedef struct {
+    Py_buffer vol, model, cum, lut;
+    Model m;
+    Prepared q;
+    Tables t;
+    int Z, Y, X;
+} Common;
+
+static void release_common(Common *c) {
+    release_prepared(&c->q);
+    if (c->vol.obj) PyBuffer_Release(&c->vol);
+    if (c->model.obj) PyBuffer_Release(&c->model);
+    if (c->cum.obj) PyBuffer_Release(&c->cum);
+    if (c->lut.obj) PyBuffer_Release(&c->lut);
+}
+
+static int setup_common(Common *c, PyObject *vol, int writable, PyObject *model, PyObject *cum, PyObject *lut) {
+    memset(&c->vol, 0, sizeof(Py_buffer) * 4);
+    memset(&c->q, 0, sizeof c->q);
+    if (PyObject_GetBuffer(vol, &c->vol, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS : PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (PyObject_GetBuffer(model, &c->model, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (PyObject_GetBuffer(cum, &c->cum, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (PyObject_GetBuffer(lut, &c->lut, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (c->Z < 1 || c->Y < 1 || c->X < 1 || (Py_ssize_t)c->Z * c->Y * c->X != c->vol.len) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: volume buffer does not match its shape");
+        return -1;
+    }
+    if (c->model.len % 4 != 0 || parse_model((const int32_t *)c->model.buf, c->model.len / 4, &c->m) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "emzip engine: malformed model array");
+        return -1;
+    }
+    c->t.rows = c->cum.len / (Py_ssize_t)(4 * CUM_STRIDE);
+    if (c->cum.len != c->t.rows * 4 * CUM_STRIDE || c->lut.len != c->t.rows * LUT_STRIDE ||
+        c->t.rows < (Py_ssize_t)c->m.n_scales * 16) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: tables do not match the model");
+        return -1;
+    }
+    if (prepare(&c->m, &c->q) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->t.cum = (const uint32_t *)c->cum.buf;
+    c->t.lut = (const uint8_t *)c->lut.buf;
+    return 0;
+}
+
+static int alloc_scratch(Scratch *s, const Common *c, int rows) {
+    const size_t plane = (size_t)(rows + 2 * MARGIN) * (c->X + 2 * MARGIN);
+    s->prev1 = malloc(sizeof(int16_t) * plane);
+    s->prev2 = malloc(sizeof(int16_t) * plane);
+    s->cur = malloc(sizeof(int16_t) * (size_t)(rows + MARGIN) * (c->X + 2 * MARGIN));
+    s->pre = malloc(sizeof(int32_t) * (size_t)c->X * c->q.C1);
+    if (!s->prev1 || !s->prev2 || !s->cur || !s->pre) return -1;
+    return 0;
+}
+
+static void free_scratch(Scratch *s) {
+    free(s->prev1); free(s->prev2); free(s->cur); free(s->pre);
+    memset(s, 0, sizeof *s);
+}
+
+/* encode_stripe(volume, Z, Y, X, y0, y1, model, cum, lut) -> bytes: the stripe's rANS stream
+ * over all slices (words in decoding order, little-endian). */
+static PyObject *encode_stripe(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *vol, *model, *cum, *lut;
+    Common c;
+    int y0, y1;
+    if (!PyArg_ParseTuple(args, "OiiiiiOOO", &vol, &c.Z, &c.Y, &c.X, &y0, &y1, &model, &cum, &lut)) return NULL;
+    if (setup_common(&c, vol, 0, model, cum, lut) < 0) { release_common(&c); return NULL; }
+    if (y0 < 0 || y1 > c.Y || y0 >= y1) {
+        release_common(&c);
+        PyErr_SetString(PyExc_ValueError, "emzip engine: bad stripe rows");
+        return NULL;
+    }
+    const Py_ssize_t count = (Py_ssize_t)c.Z * (y1 - y0) * c.X;
+    Scratch s;
+    memset(&s, 0, sizeof s);
+    Recorder rec = {malloc(sizeof(uint32_t) * 2 * (size_t)count), 0};
+    /* Worst case: PROB_BITS bits per symbol plus the final state. */
+    const Py_ssize_t cap = count * PROB_BITS / 32 + 8;
+    uint32_t *words = malloc(sizeof(uint32_t) * (size_t)cap);
+    int ok = rec.start_freq != NULL && words != NULL && alloc_scratch(&s, &c, y1 - y0) == 0;
+    Py_ssize_t n = 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        for (int z = 0; z < c.Z; z++)
+            code_rows((uint8_t *)c.vol.buf, c.Y, c.X, z, y0, y1, &c.m, &c.q, &c.t, NULL, &rec, &s);
+        /* rANS encodes in reverse; words are produced last-to-first and written from the end. */
+        uint64_t x = RANS_L;
+        Py_ssize_t at = cap;
+        for (Py_ssize_t i = count - 1; i >= 0; i--) {
+            const uint64_t start = rec.start_freq[2 * i], freq = rec.start_freq[2 * i + 1];
+            const uint64_t x_max = ((RANS_L >> PROB_BITS) << 32) * freq;
+            if (x >= x_max) {
+                words[--at] = (uint32_t)x;
+                x >>= 32;
+            }
+            x = ((x / freq) << PROB_BITS) + (x % freq) + start;
+        }
+        words[--at] = (uint32_t)(x >> 32);
+        words[--at] = (uint32_t)x;
+        n = cap - at;
+        memmove(words, words + at, sizeof(uint32_t) * (size_t)n);
+        Py_END_ALLOW_THREADS
+    }
+    free(rec.start_freq);
+    free_scratch(&s);
+    release_common(&c);
+    if (!ok) {
+        free(words);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = PyBytes_FromStringAndSize((const char *)words, n * 4);
+    free(words);
+    return result;
+}
+
+/* decode_slice(volume, Z, Y, X, y0, y1, z, model, cum, lut, words, state) -> None.
+ * Decodes rows [y0, y1) of slice z into volume (writable). state: writable 2 x uint64
+ * (rANS state, next word), (0, 0) before the stripe's first slice. Raises ValueError when the
+ * stream runs out. */
+static PyObject *decode_slice(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *vol, *model, *cum, *lut, *words_obj, *state_obj;
+    Common c;
+    int y0, y1, z;
+    if (!PyArg_ParseTuple(args, "OiiiiiiOOOOO", &vol, &c.Z, &c.Y, &c.X, &y0, &y1, &z, &model, &cum, &lut, &words_obj,
+                          &state_obj))
+        return NULL;
+    Py_buffer words, state;
+    memset(&words, 0, sizeof words);
+    memset(&state, 0, sizeof state);
+    if (setup_common(&c, vol, 1, model, cum, lut) < 0 || PyObject_GetBuffer(words_obj, &words, PyBUF_C_CONTIGUOUS) < 0 ||
+        PyObject_GetBuffer(state_obj, &state, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        release_common(&c);
+        if (words.obj) PyBuffer_Release(&words);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    uint64_t *st = (uint64_t *)state.buf;
+    Decoder dec = {0, 0, (const uint32_t *)words.buf, words.len / 4, 0};
+    Scratch s;
+    memset(&s, 0, sizeof s);
+    if (state.len != 16 || words.len % 4 != 0 || y0 < 0 || y1 > c.Y || y0 >= y1 || z < 0 || z >= c.Z) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: bad decode arguments");
+        goto done;
+    }
+    if (st[1] == 0) { /* first slice of the stripe: the final state of the encoder */
+        if (dec.n_words < 2) {
+            PyErr_SetString(PyExc_ValueError, "stream too short for its initial state");
+            goto done;
+        }
+        st[0] = (uint64_t)dec.words[0] | ((uint64_t)dec.words[1] << 32);
+        st[1] = 2;
+    }
+    if (st[1] > (uint64_t)dec.n_words) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: stream position past its end");
+        goto done;
+    }
+    dec.state = st[0];
+    dec.pos = (Py_ssize_t)st[1];
+    if (alloc_scratch(&s, &c, y1 - y0) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    code_rows((uint8_t *)c.vol.buf, c.Y, c.X, z, y0, y1, &c.m, &c.q, &c.t, &dec, NULL, &s);
+    Py_END_ALLOW_THREADS
+    if (dec.failed) {
+        PyErr_SetString(PyExc_ValueError, "stream ended before its voxels did");
+        goto done;
+    }
+    st[0] = dec.state;
+    st[1] = (uint64_t)dec.pos;
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free_scratch(&s);
+    release_common(&c);
+    if (words.obj) PyBuffer_Release(&words);
+    if (state.obj) PyBuffer_Release(&state);
+    return result;
+}
+
+/* use_kernel("portable" | "avx2" | "auto") -> name of the kernel now in use. Both compute the
+ * same integers; the tests switch between them to show it. */
+static PyObject *use_kernel(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    int want_avx2 = 0;
+    if (strcmp(name, "portable") == 0) {
+        want_avx2 = 0;
+    } else if (strcmp(name, "avx2") == 0 || strcmp(name, "auto") == 0) {
+#ifdef HAVE_AVX2_KERNEL
+        __builtin_cpu_init();
+        want_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+#endif
+        if (!want_avx2 && strcmp(name, "avx2") == 0) {
+            PyErr_SetString(PyExc_RuntimeError, "this CPU or build has no AVX2 kernel");
+            return NULL;
+        }
+    } else {
+        PyErr_SetString(PyExc_ValueError, "kernel must be 'portable', 'avx2' or 'auto'");
+        return NULL;
+    }
+#ifdef HAVE_AVX2_KERNEL
+    code_rows = want_avx2 ? code_rows_avx2 : code_rows_portable;
+#endif
+    kernel_is_avx2 = want_avx2;
+    return PyUnicode_FromString(kernel_is_avx2 ? "avx2" : "portable");
+}
+
+static PyMethodDef methods[] = {
+    {"use_kernel", use_kernel, METH_VARARGS, "Select the multiply-add kernel: 'portable', 'avx2' or 'auto'."},
+    {"encode_stripe", encode_stripe, METH_VARARGS, "Encode one stripe of every slice; returns the rANS words."},
+    {"decode_slice", decode_slice, METH_VARARGS, "Decode one stripe of one slice in place."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "codec._engine", "emzip v4 coding engine", -1, methods};
+
+PyMODINIT_FUNC PyInit__engine(void) {
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL) return NULL;
+#ifdef HAVE_AVX2_KERNEL
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) {
+        code_rows = code_rows_avx2;
+        kernel_is_avx2 = 1;
+    }
+#endif
+    PyModule_AddIntConstant(mod, "PROB_BITS", PROB_BITS);
+    PyModule_AddIntConstant(mod, "LUT_BITS", LUT_BITS);
+    PyModule_AddIntConstant(mod, "MARGIN", MARGIN);
+    PyModule_AddIntConstant(mod, "MAX_HIDDEN", MAX_HIDDEN);
+    PyModule_AddIntConstant(mod, "MAX_INPUTS", MAX_INPUTS);
+    return mod;
+}

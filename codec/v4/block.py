@@ -1,0 +1,171 @@
+"""Format v4 learned blocks: train (or warm-start), freeze, code with the engine; and back.
+
+DATA of a v4 learned container: u32 stripe count, then per stripe u32 CRC32 of its words,
+u32 word count and the words (u32), all little-endian. MODL: the frozen model's int32 array
+(:mod:`codec.v4.freeze`), little-endian, xz-compressed. CONF["engine"]: family, stripes.
+"""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from codec.errors import CorruptDataError
+from codec.limits import check_learned_payload
+from codec.v4 import engine
+from codec.v4.context import DEFAULT_CONTEXT, Context
+from codec.v4.freeze import BoundError, check_bounds, freeze
+from codec.v4.tables import coder_tables
+from codec.v4.train import sample_block, train
+
+FAMILIES = ("laplace", "gaussian")
+MAX_STRIPES = 64
+_MAX_MODEL_BYTES = 1 << 20
+#: Voxels of the sample whose activations set the integer model's scales.
+_CALIBRATION = 32_768
+
+
+@dataclass(frozen=True)
+class EncodedBlock:
+    """What the container needs, and the float state a next block may warm-start from."""
+
+    model: bytes  # MODL payload
+    data: bytes  # DATA payload
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    train_steps: int
+    train_seconds: float
+    sample_bits: float
+
+
+def stripes_for(rows: int, wanted: int) -> int:
+    """Stripes of at least 16 rows each (a stripe's first rows see no row above: keep them few)."""
+    return max(1, min(wanted, rows // 16, MAX_STRIPES))
+
+
+def encode(
+    block: np.ndarray,
+    family: str,
+    hidden: int,
+    steps: int,
+    seed: int,
+    stripes: int,
+    warm: dict[str, torch.Tensor] | None = None,
+    context: Context = DEFAULT_CONTEXT,
+    threads: int = 2,
+) -> EncodedBlock:
+    """Code a uint8 (Z, Y, X) block; ``warm`` (a previous block's state) replaces the cold start."""
+    stripes = stripes_for(block.shape[1], stripes)
+    if warm is not None and not _fits(warm, context.inputs, hidden):
+        warm = None
+    sample = sample_block(block, context, stripes, seed)
+    result = train(sample, family, hidden, steps, seed, warm)
+    model = freeze(result.model, context, sample.context[:_CALIBRATION])
+    streams = engine.encode_block(block, model, family, stripes, threads)
+    for s, stream in enumerate(streams):
+        rows = (s + 1) * block.shape[1] // stripes - s * block.shape[1] // stripes
+        check_learned_payload(block.shape[0] * rows * block.shape[2], len(stream) // 4, s)
+    data = struct.pack("<I", len(streams)) + b"".join(
+        struct.pack("<II", zlib.crc32(s), len(s) // 4) + s for s in streams
+    )
+    state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+    config = {"family": family, "stripes": stripes, "hidden": hidden}
+    return EncodedBlock(
+        lzma.compress(model.astype("<i4").tobytes(), preset=9),
+        data,
+        config,
+        state,
+        result.steps,
+        result.seconds,
+        result.bits,
+    )
+
+
+def _fits(state: dict[str, torch.Tensor], inputs: int, hidden: int) -> bool:
+    weight = state.get("l1.weight")
+    return weight is not None and tuple(weight.shape) == (hidden, inputs)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One parsed, checked v4 learned block, ready for the engine."""
+
+    streams: list[bytes]
+    shape: tuple[int, int, int]
+    model: np.ndarray
+    family: str
+
+
+def parse(config: dict[str, Any], model: bytes, data: bytes, shape: tuple[int, int, int]) -> DecodeJob:
+    """Check CONF, MODL and DATA of a v4 learned block against each other and the format's limits."""
+    raw = config.get("engine")
+    if not isinstance(raw, dict):
+        raise CorruptDataError("CONF has no engine settings")
+    family, stripes = raw.get("family"), raw.get("stripes")
+    if family not in FAMILIES:
+        raise CorruptDataError(f"CONF names unknown distribution family {family!r}")
+    if not isinstance(stripes, int) or not 1 <= stripes <= min(MAX_STRIPES, shape[1]):
+        raise CorruptDataError(f"CONF stripes {stripes!r} out of range for {shape[1]} rows")
+    try:
+        raw_model = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(model, max_length=_MAX_MODEL_BYTES)
+    except lzma.LZMAError as exc:
+        raise CorruptDataError(f"model weights do not decompress: {exc}") from exc
+    if len(raw_model) % 4:
+        raise CorruptDataError("model array is not whole int32 values")
+    array = np.frombuffer(raw_model, dtype="<i4").astype(np.int32)
+    try:
+        check_bounds(array)
+        Context.from_json(_context_of(array))
+    except (BoundError, ValueError) as exc:
+        raise CorruptDataError(f"model refused: {exc}") from exc
+    streams = _streams(data, stripes)
+    for s, stream in enumerate(streams):
+        rows = (s + 1) * shape[1] // stripes - s * shape[1] // stripes
+        check_learned_payload(shape[0] * rows * shape[2], len(stream) // 4, s)
+    return DecodeJob(streams, shape, array, family)
+
+
+def _context_of(array: np.ndarray) -> dict[str, list[list[int]]]:
+    n_prev, n_cur = int(array[1]), int(array[2])
+    offsets = array[8 : 8 + 3 * n_prev + 2 * n_cur]
+    return {
+        "previous": offsets[: 3 * n_prev].reshape(-1, 3).tolist(),
+        "current": offsets[3 * n_prev :].reshape(-1, 2).tolist(),
+    }
+
+
+def _streams(data: bytes, stripes: int) -> list[bytes]:
+    if len(data) < 4 or struct.unpack_from("<I", data, 0)[0] != stripes:
+        raise CorruptDataError(f"learned payload does not hold {stripes} stripe streams")
+    at, out = 4, []
+    for s in range(stripes):
+        if len(data) - at < 8:
+            raise CorruptDataError(f"learned payload ends inside stripe {s}'s header")
+        crc, words = struct.unpack_from("<II", data, at)
+        at += 8
+        if words * 4 > len(data) - at:
+            raise CorruptDataError(f"stripe {s} claims {words} words, {len(data) - at} bytes remain")
+        stream = data[at : at + 4 * words]
+        at += 4 * words
+        if zlib.crc32(stream) != crc:
+            raise CorruptDataError(f"CRC32 mismatch in stripe {s}'s stream")
+        out.append(stream)
+    if at != len(data):
+        raise CorruptDataError(f"{len(data) - at} unexpected bytes after the last stripe stream")
+    return out
+
+
+def decode(jobs: list[DecodeJob], threads: int = 1) -> list[np.ndarray]:
+    """Decode parsed blocks with the engine (their stripes share ``threads`` threads)."""
+    for job in jobs:
+        coder_tables(job.family)
+    try:
+        return engine.decode_blocks([(j.streams, j.shape, j.model, j.family) for j in jobs], threads)
+    except engine.StreamError as exc:
+        raise CorruptDataError(f"learned stream is damaged: {exc}") from exc
