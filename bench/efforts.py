@@ -26,11 +26,7 @@ from codec import Settings, decompress, encode
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VOLUMES = {"flyem": ("flyem_fib_medulla_train250.npy", (64, 256, 256)), "isbi": ("isbi2012_train.npy", (30, 256, 256))}
-MODEL_SIZES = (
-    {"channels": 8, "layers": 2, "hidden": 8},
-    {"channels": 8, "layers": 2, "hidden": 16},
-    {"channels": 16, "layers": 3, "hidden": 16},
-)
+MODEL_SIZES = ({"width": 16}, {"width": 8}, {"width": 32})
 
 
 def _jpegxl_bits(block: np.ndarray) -> float:

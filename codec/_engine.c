@@ -35,6 +35,7 @@
 #define LUT_BITS 10
 #define LUT_STRIDE (1u << LUT_BITS)
 #define MARGIN 3
+#define MEAN_FRACTIONS 4 /* means on a grid of 1/4 grey level: table row = scale * 4 + fraction */
 #define MAX_HIDDEN 64
 #define MAX_INPUTS 64
 #define HEADER_INTS 8
@@ -57,7 +58,9 @@ typedef struct {
 
 typedef struct {
     const uint32_t *cum; /* rows x 257 */
-    const uint8_t *lut;  /* rows x LUT_STRIDE: first symbol whose interval reaches slot >> (PROB_BITS - LUT_BITS) */
+    /* rows x LUT_STRIDE, for the first symbol s whose interval reaches slot >> (PROB_BITS - LUT_BITS):
+     * s | cum[s] << 8 | (cum[s + 1] - cum[s]) << 32, so that one load usually settles a symbol */
+    const uint64_t *lut;
     Py_ssize_t rows;
 } Tables;
 
@@ -116,36 +119,62 @@ bad:
 
 /* The model rearranged for the kernels: layer 1 has hidden + 8 outputs, the last 8 being the
  * linear skip (column `hidden`) and zeros; inputs are taken in pairs (int16), weights
- * interleaved per pair: w[pair][out][2]. Both kernels read this layout. */
+ * interleaved per pair: w[pair][out][2]. The in-slice inputs are split into those in rows above
+ * the voxel (known when its row starts, so summed for the whole row at once, like the previous
+ * slices) and those in its own row (summed voxel by voxel: the only sequential part). Integer
+ * sums do not depend on their order, so the split changes no result. Both kernels read this. */
 typedef struct {
-    int H, C1;              /* hidden, layer-1 outputs (hidden + 8) */
-    int pp, pc;             /* input pairs: previous, current (odd counts padded with a zero input) */
-    int16_t *w1p, *w1c;     /* pp x C1 x 2, pc x C1 x 2 */
-    int32_t *b1;            /* C1 */
+    int H, C1;              /* hidden; stride of a voxel's partial sums: H of layer 1, then the skip at [H] */
+    int pp, pa, pr;         /* input pairs: previous slices, rows above, own row (odd counts end with a zero input) */
+    int na, nr;             /* in-slice inputs in rows above, in the own row */
+    int idx_a[MAX_INPUTS], idx_r[MAX_INPUTS]; /* their indices among the in-slice inputs */
+    int16_t *w1p, *w1a, *w1r; /* pairs x H x 2 each */
+    int16_t *s1p, *s1a, *s1r; /* the skip's weights per pair (2 each), zero-padded to whole groups of 8 pairs */
+    int32_t *b1;            /* H */
     int16_t *w2;            /* (H / 2) x H x 2 */
     int32_t *b2;            /* H */
 } Prepared;
 
+#define PAIR_GROUP 8 /* pairs per 256-bit vector */
+#define PAIR_SLOTS (MAX_INPUTS / 2 + PAIR_GROUP) /* room for a zero-padded last group */
+
+/* Interleave the layer-1 weights of inputs `idx` (all when NULL) into pairs: out[pair][h][2]. */
+static int16_t *pair_weights(const int32_t *w, const int *idx, int n, int H) {
+    int16_t *out = calloc((size_t)(n / 2 + 1) * H * 2, sizeof(int16_t));
+    if (out == NULL) return NULL;
+    for (int k = 0; k < n; k++)
+        for (int h = 0; h < H; h++) out[((size_t)(k / 2) * H + h) * 2 + (k & 1)] = (int16_t)w[(idx ? idx[k] : k) * H + h];
+    return out;
+}
+
+/* The skip's weights of inputs `idx` in the order of their pairs, zero-padded to PAIR_SLOTS pairs. */
+static int16_t *skip_weights(const int32_t *skip, const int *idx, int n) {
+    int16_t *out = calloc((size_t)PAIR_SLOTS * 2, sizeof(int16_t));
+    if (out == NULL) return NULL;
+    for (int k = 0; k < n; k++) out[k] = (int16_t)skip[idx ? idx[k] : k];
+    return out;
+}
+
 static int prepare(const Model *m, Prepared *q) {
-    const int H = m->hidden, C1 = H + 8;
+    const int H = m->hidden, C1 = H + 8; /* the skip's sum sits at [H]; +8 keeps rows of sums aligned */
     q->H = H; q->C1 = C1;
-    q->pp = (m->n_prev + 1) / 2; q->pc = (m->n_cur + 1) / 2;
-    q->w1p = calloc((size_t)(q->pp ? q->pp : 1) * C1 * 2, sizeof(int16_t));
-    q->w1c = calloc((size_t)(q->pc ? q->pc : 1) * C1 * 2, sizeof(int16_t));
-    q->b1 = calloc((size_t)C1, sizeof(int32_t));
+    q->na = q->nr = 0;
+    for (int k = 0; k < m->n_cur; k++) {
+        if (m->off_cur[2 * k] < 0) q->idx_a[q->na++] = k;
+        else q->idx_r[q->nr++] = k;
+    }
+    q->pp = (m->n_prev + 1) / 2; q->pa = (q->na + 1) / 2; q->pr = (q->nr + 1) / 2;
+    q->w1p = pair_weights(m->w1p, NULL, m->n_prev, H);
+    q->w1a = pair_weights(m->w1c, q->idx_a, q->na, H);
+    q->w1r = pair_weights(m->w1c, q->idx_r, q->nr, H);
+    q->s1p = skip_weights(m->lp, NULL, m->n_prev);
+    q->s1a = skip_weights(m->lc, q->idx_a, q->na);
+    q->s1r = skip_weights(m->lc, q->idx_r, q->nr);
+    q->b1 = calloc((size_t)H, sizeof(int32_t));
     q->w2 = calloc((size_t)(H / 2) * H * 2, sizeof(int16_t));
     q->b2 = calloc((size_t)H, sizeof(int32_t));
-    if (!q->w1p || !q->w1c || !q->b1 || !q->w2 || !q->b2) return -1;
-    for (int k = 0; k < m->n_prev; k++) {
-        for (int h = 0; h < H; h++) q->w1p[((size_t)(k / 2) * C1 + h) * 2 + (k & 1)] = (int16_t)m->w1p[k * H + h];
-        q->w1p[((size_t)(k / 2) * C1 + H) * 2 + (k & 1)] = (int16_t)m->lp[k];
-    }
-    for (int k = 0; k < m->n_cur; k++) {
-        for (int h = 0; h < H; h++) q->w1c[((size_t)(k / 2) * C1 + h) * 2 + (k & 1)] = (int16_t)m->w1c[k * H + h];
-        q->w1c[((size_t)(k / 2) * C1 + H) * 2 + (k & 1)] = (int16_t)m->lc[k];
-    }
+    if (!q->w1p || !q->w1a || !q->w1r || !q->s1p || !q->s1a || !q->s1r || !q->b1 || !q->w2 || !q->b2) return -1;
     for (int h = 0; h < H; h++) q->b1[h] = m->b1[h];
-    q->b1[H] = m->bl;
     for (int i = 0; i < H; i++)
         for (int j = 0; j < H; j++) q->w2[((size_t)(i / 2) * H + j) * 2 + (i & 1)] = (int16_t)m->w2[i * H + j];
     for (int j = 0; j < H; j++) q->b2[j] = m->b2[j];
@@ -153,7 +182,8 @@ static int prepare(const Model *m, Prepared *q) {
 }
 
 static void release_prepared(Prepared *q) {
-    free(q->w1p); free(q->w1c); free(q->b1); free(q->w2); free(q->b2);
+    free(q->w1p); free(q->w1a); free(q->w1r); free(q->s1p); free(q->s1a); free(q->s1r);
+    free(q->b1); free(q->w2); free(q->b2);
     memset(q, 0, sizeof *q);
 }
 
@@ -171,15 +201,63 @@ static inline int64_t floor_shift(int64_t v, int shift) {
 
 static inline uint32_t pair_of(int16_t a, int16_t b) { return (uint32_t)(uint16_t)a | ((uint32_t)(uint16_t)b << 16); }
 
+/* pair_of(p[0], p[1]) as one load where the byte order allows it. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PAIR_LOADS 1
+#else
+#define PAIR_LOADS 0
+#endif
+static inline uint32_t load_pair(const int16_t *p) {
+#if PAIR_LOADS
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+#else
+    return pair_of(p[0], p[1]);
+#endif
+}
+
 /* ---- portable kernels: plain C, the definition of the arithmetic ---- */
 
-/* acc[0..C1) += sum over pairs of w[pair][o][0] * in[2 pair] + w[pair][o][1] * in[2 pair + 1] */
+/* acc[0..C1) += sum over pairs of w[pair][o][0] * in[pair].lo + w[pair][o][1] * in[pair].hi */
 static inline void layer1_portable(const int16_t *w, int pairs, int C1, const uint32_t *in, int32_t *acc) {
     for (int i = 0; i < pairs; i++) {
         const int32_t a = (int16_t)(in[i] & 0xffff), b = (int16_t)(in[i] >> 16);
         const int16_t *wi = w + (size_t)i * C1 * 2;
         for (int o = 0; o < C1; o++) acc[o] += wi[2 * o] * a + wi[2 * o + 1] * b;
     }
+}
+
+/* The skip's sum over `pairs` input pairs: sum of sw[2i] * in[i].lo + sw[2i + 1] * in[i].hi. */
+static inline int32_t skip_portable(const int16_t *sw, int pairs, const uint32_t *in) {
+    int32_t sum = 0;
+    for (int i = 0; i < pairs; i++) sum += sw[2 * i] * (int16_t)(in[i] & 0xffff) + sw[2 * i + 1] * (int16_t)(in[i] >> 16);
+    return sum;
+}
+
+/* The rest of a voxel's model after the previous-slice part: in-slice inputs of layer 1, both
+ * activations, layer 2 and the two outputs. pre: the voxel's C1 layer-1 sums so far; cin: its
+ * in-slice input pairs. Writes the skip (lin), the mean row (om) and the scale row (os). */
+static inline void voxel_portable(const Model *m, const Prepared *q, const int32_t *pre, const uint32_t *cin,
+                                  int32_t *lin, int32_t *om, int32_t *os) {
+    const int H = q->H;
+    int32_t acc[MAX_HIDDEN + 8], acc2[MAX_HIDDEN];
+    uint32_t h1[MAX_HIDDEN / 2];
+    memcpy(acc, pre, sizeof(int32_t) * H);
+    layer1_portable(q->w1r, q->pr, H, cin, acc);
+    for (int h = 0; h < H; h += 2)
+        h1[h / 2] = pair_of((int16_t)activation(acc[h], m->shift1), (int16_t)activation(acc[h + 1], m->shift1));
+    memcpy(acc2, q->b2, sizeof(int32_t) * H);
+    layer1_portable(q->w2, H / 2, H, h1, acc2);
+    int32_t sm = m->b3[0], ss = m->b3[1];
+    for (int j = 0; j < H; j++) {
+        const int32_t v = activation(acc2[j], m->shift2);
+        sm += m->w3[j] * v;
+        ss += m->w3[H + j] * v;
+    }
+    *lin = pre[H] + skip_portable(q->s1r, q->pr, cin);
+    *om = sm;
+    *os = ss;
 }
 
 /* ---- AVX2 kernels: the same sums with vpmaddwd (int16 x int16 -> int32, exact) ---- */
@@ -209,6 +287,17 @@ DEFINE_MADD_AVX2(5)
 DEFINE_MADD_AVX2(8)
 DEFINE_MADD_AVX2(9)
 
+AVX2_INLINE int32_t sum_avx2(__m256i v);
+
+/* skip_portable's sum, 8 pairs per vpmaddwd (the weights past `pairs` are zero). */
+AVX2_INLINE int32_t skip_avx2(const int16_t *sw, int pairs, const uint32_t *in) {
+    __m256i sum = _mm256_setzero_si256();
+    for (int i = 0; i < pairs; i += PAIR_GROUP)
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(in + i)),
+                                                      _mm256_loadu_si256((const __m256i *)(sw + 2 * i))));
+    return sum_avx2(sum);
+}
+
 AVX2_INLINE void layer1_avx2(const int16_t *w, int pairs, int C1, const uint32_t *in, int32_t *acc) {
     switch (C1 / 8) {
         case 1: madd_avx2_1(w, pairs, in, acc); break;
@@ -219,6 +308,76 @@ AVX2_INLINE void layer1_avx2(const int16_t *w, int pairs, int C1, const uint32_t
         case 8: madd_avx2_8(w, pairs, in, acc); break;
         case 9: madd_avx2_9(w, pairs, in, acc); break;
         default: layer1_portable(w, pairs, C1, in, acc);
+    }
+}
+
+AVX2_INLINE __m256i activation_avx2(__m256i acc, __m128i shift, __m256i half) {
+    const __m256i v = _mm256_sra_epi32(_mm256_add_epi32(_mm256_max_epi32(acc, _mm256_setzero_si256()), half), shift);
+    return _mm256_min_epi32(v, _mm256_set1_epi32(255));
+}
+
+AVX2_INLINE int32_t sum_avx2(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* voxel_portable's sums, fused for H = 8 * NH: every accumulator stays in a register. */
+#define DEFINE_VOXEL_AVX2(NH)                                                                                   \
+    AVX2_INLINE void voxel_avx2_##NH(const Model *m, const Prepared *q, const int32_t *pre, const uint32_t *cin, \
+                                     int32_t *lin, int32_t *om, int32_t *os) {                                  \
+        __m256i a[NH], b[NH];                                                                                   \
+        uint32_t h1[4 * NH + 4];                                                                                \
+        for (int j = 0; j < NH; j++) a[j] = _mm256_loadu_si256((const __m256i *)(pre + 8 * j));                \
+        for (int i = 0; i < q->pr; i++) {                                                                       \
+            const __m256i p = _mm256_set1_epi32((int)cin[i]);                                                   \
+            const int16_t *wi = q->w1r + (size_t)i * NH * 16;                                                   \
+            for (int j = 0; j < NH; j++)                                                                        \
+                a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(p, _mm256_loadu_si256((const __m256i *)(wi + 16 * j)))); \
+        }                                                                                                       \
+        *lin = pre[8 * NH] + skip_avx2(q->s1r, q->pr, cin);                                                     \
+        const __m128i s1 = _mm_cvtsi32_si128(m->shift1), s2 = _mm_cvtsi32_si128(m->shift2);                     \
+        const __m256i half1 = _mm256_set1_epi32(1 << (m->shift1 - 1)), half2 = _mm256_set1_epi32(1 << (m->shift2 - 1)); \
+        for (int j = 0; j < NH; j += 2) {                                                                       \
+            const __m256i lo = activation_avx2(a[j], s1, half1);                                                \
+            const __m256i hi = j + 1 < NH ? activation_avx2(a[j + 1], s1, half1) : _mm256_setzero_si256();      \
+            _mm256_storeu_si256((__m256i *)(h1 + 4 * j), _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8)); \
+        }                                                                                                       \
+        __m256i c[NH]; /* a second set of sums: two shorter dependency chains */                            \
+        for (int j = 0; j < NH; j++) {                                                                          \
+            b[j] = _mm256_loadu_si256((const __m256i *)(q->b2 + 8 * j));                                        \
+            c[j] = _mm256_setzero_si256();                                                                      \
+        }                                                                                                       \
+        for (int i = 0; i < 4 * NH; i += 2) {                                                                   \
+            const __m256i p = _mm256_set1_epi32((int)h1[i]), r = _mm256_set1_epi32((int)h1[i + 1]);             \
+            const int16_t *wi = q->w2 + (size_t)i * NH * 16;                                                    \
+            for (int j = 0; j < NH; j++) {                                                                      \
+                b[j] = _mm256_add_epi32(b[j], _mm256_madd_epi16(p, _mm256_loadu_si256((const __m256i *)(wi + 16 * j)))); \
+                c[j] = _mm256_add_epi32(c[j], _mm256_madd_epi16(r, _mm256_loadu_si256((const __m256i *)(wi + NH * 16 + 16 * j)))); \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int j = 0; j < NH; j++) b[j] = _mm256_add_epi32(b[j], c[j]);                                       \
+        __m256i sm = _mm256_setzero_si256(), ss = _mm256_setzero_si256();                                       \
+        for (int j = 0; j < NH; j++) {                                                                          \
+            const __m256i v = activation_avx2(b[j], s2, half2);                                                 \
+            sm = _mm256_add_epi32(sm, _mm256_mullo_epi32(v, _mm256_loadu_si256((const __m256i *)(m->w3 + 8 * j)))); \
+            ss = _mm256_add_epi32(ss, _mm256_mullo_epi32(v, _mm256_loadu_si256((const __m256i *)(m->w3 + 8 * NH + 8 * j)))); \
+        }                                                                                                       \
+        *om = m->b3[0] + sum_avx2(sm);                                                                          \
+        *os = m->b3[1] + sum_avx2(ss);                                                                          \
+    }
+DEFINE_VOXEL_AVX2(1)
+DEFINE_VOXEL_AVX2(2)
+DEFINE_VOXEL_AVX2(4)
+
+AVX2_INLINE void voxel_avx2(const Model *m, const Prepared *q, const int32_t *pre, const uint32_t *cin, int32_t *lin,
+                            int32_t *om, int32_t *os) {
+    switch (q->H) {
+        case 8: voxel_avx2_1(m, q, pre, cin, lin, om, os); break;
+        case 16: voxel_avx2_2(m, q, pre, cin, lin, om, os); break;
+        case 32: voxel_avx2_4(m, q, pre, cin, lin, om, os); break;
+        default: voxel_portable(m, q, pre, cin, lin, om, os);
     }
 }
 #endif
@@ -258,11 +417,18 @@ typedef struct {
     Py_ssize_t count;
 } Recorder;
 
-/* The symbol whose interval holds `slot` in table row `row`. */
-static inline int find_symbol(const Tables *t, Py_ssize_t row, uint32_t slot) {
-    const uint32_t *cum = t->cum + row * CUM_STRIDE;
-    int s = t->lut[row * LUT_STRIDE + (slot >> (PROB_BITS - LUT_BITS))];
-    while (cum[s + 1] <= slot) s++;
+/* The symbol whose interval holds `slot` in table row `row`, with its start and frequency. */
+static inline int find_symbol(const Tables *t, Py_ssize_t row, uint32_t slot, uint32_t *start, uint32_t *freq) {
+    const uint64_t e = t->lut[row * LUT_STRIDE + (slot >> (PROB_BITS - LUT_BITS))];
+    int s = (int)(e & 255);
+    *start = (uint32_t)(e >> 8) & 0xFFFFFF;
+    *freq = (uint32_t)(e >> 32);
+    if (slot - *start >= *freq) { /* the bucket holds a boundary and slot lies past it */
+        const uint32_t *cum = t->cum + row * CUM_STRIDE;
+        while (cum[s + 1] <= slot) s++;
+        *start = cum[s];
+        *freq = cum[s + 1] - cum[s];
+    }
     return s;
 }
 
@@ -274,18 +440,26 @@ typedef struct {
 #define ROWS_FN code_rows_portable
 #define ROWS_ATTR
 #define MADD layer1_portable
+#define SKIP skip_portable
+#define VOXEL voxel_portable
 #include "_engine_rows.h"
 #undef ROWS_FN
 #undef ROWS_ATTR
 #undef MADD
+#undef SKIP
+#undef VOXEL
 #ifdef HAVE_AVX2_KERNEL
 #define ROWS_FN code_rows_avx2
 #define ROWS_ATTR __attribute__((target("avx2")))
 #define MADD layer1_avx2
+#define SKIP skip_avx2
+#define VOXEL voxel_avx2
 #include "_engine_rows.h"
 #undef ROWS_FN
 #undef ROWS_ATTR
 #undef MADD
+#undef SKIP
+#undef VOXEL
 #endif
 
 typedef void (*RowsFn)(uint8_t *, int, int, int, int, int, const Model *, const Prepared *, const Tables *, Decoder *,
@@ -325,8 +499,8 @@ static int setup_common(Common *c, PyObject *vol, int writable, PyObject *model,
         return -1;
     }
     c->t.rows = c->cum.len / (Py_ssize_t)(4 * CUM_STRIDE);
-    if (c->cum.len != c->t.rows * 4 * CUM_STRIDE || c->lut.len != c->t.rows * LUT_STRIDE ||
-        c->t.rows < (Py_ssize_t)c->m.n_scales * 16) {
+    if (c->cum.len != c->t.rows * 4 * CUM_STRIDE || c->lut.len != c->t.rows * LUT_STRIDE * 8 ||
+        c->t.rows < (Py_ssize_t)c->m.n_scales * MEAN_FRACTIONS) {
         PyErr_SetString(PyExc_ValueError, "emzip engine: tables do not match the model");
         return -1;
     }
@@ -335,7 +509,7 @@ static int setup_common(Common *c, PyObject *vol, int writable, PyObject *model,
         return -1;
     }
     c->t.cum = (const uint32_t *)c->cum.buf;
-    c->t.lut = (const uint8_t *)c->lut.buf;
+    c->t.lut = (const uint64_t *)c->lut.buf;
     return 0;
 }
 
@@ -529,6 +703,7 @@ PyMODINIT_FUNC PyInit__engine(void) {
     PyModule_AddIntConstant(mod, "PROB_BITS", PROB_BITS);
     PyModule_AddIntConstant(mod, "LUT_BITS", LUT_BITS);
     PyModule_AddIntConstant(mod, "MARGIN", MARGIN);
+    PyModule_AddIntConstant(mod, "MEAN_FRACTIONS", MEAN_FRACTIONS);
     PyModule_AddIntConstant(mod, "MAX_HIDDEN", MAX_HIDDEN);
     PyModule_AddIntConstant(mod, "MAX_INPUTS", MAX_INPUTS);
     return mod;

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import lzma
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,29 +17,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from codec import container, fallback, lattice_codec, learned
+from codec import container, fallback
 from codec.container import Container, Header
-from codec.entropy import CODER_BY_VERSION
 from codec.errors import CorruptDataError, EmzipError, FormatError, UnsupportedInputError
 from codec.family_probe import choose_family
-from codec.frozen import FrozenModel
-from codec.limits import LimitError, check_decoded_bytes, check_learned_payload
-from codec.model import Architecture
-from codec.quantize import IntegerModel
+from codec.legacy import decode as legacy_decode
+from codec.limits import LimitError, check_decoded_bytes
 from codec.settings import Settings
-from codec.train import TrainReport
 from codec.v4 import block as v4_block
+from codec.v4.train import TrainReport
 
 log = logging.getLogger("emzip.codec")
 
 #: Blocks smaller than this go to the classic codec: a model's weights would not pay.
 MIN_LEARNED_VOXELS = 16_384
-_MODEL_LIMITS = {"k": (1, 8), "trunk_channels": (1, 64), "trunk_layers": (1, 6), "head_hidden": (1, 128)}
-_MAX_MODEL_BYTES = 1 << 24
 #: JPEG-XL effort of the quick classic probe, and how much smaller than the probe a learned
 #: container must be to skip the full-effort classic encode.
 CLASSIC_PROBE_EFFORT = 3
 CLASSIC_PROBE_MARGIN = 0.99
+#: The probe encodes at most this many evenly spaced slices of the block and scales their size
+#: to the block: JPEG-XL codes slices independently, so the estimate costs 1/8 of a 64-slice encode.
+CLASSIC_PROBE_SLICES = 8
 
 Progress = Callable[[str, int, int], None]
 
@@ -104,6 +101,14 @@ def _classic(array: np.ndarray, settings: Settings) -> tuple[str, bytes]:
     return "lzma", fallback.encode_lzma(array)
 
 
+def _classic_estimate(array: np.ndarray, settings: Settings) -> tuple[str, float]:
+    """(codec, bytes) the classic path would take for ``array``, from a few evenly spaced slices."""
+    block = _as_3d(array)
+    picks = np.unique(np.linspace(0, len(block) - 1, min(len(block), CLASSIC_PROBE_SLICES)).round().astype(int))
+    name, payload = _classic(np.ascontiguousarray(block[picks]), settings)
+    return name, len(payload) * len(block) / len(picks)
+
+
 def _learned_eligible(array: np.ndarray, settings: Settings) -> str | None:
     """None when the learned path may run, else why not."""
     if settings.codec in ("jpegxl", "lzma"):
@@ -125,10 +130,21 @@ def _learned_container(
     """A format-v4 learned container: the block's raster model, trained or warm-started, coded by the engine."""
     block = _as_3d(array)
     family = choose_family(block, settings.seed) if settings.family == "auto" else settings.family
-    steps = settings.training_steps(warm=warm_start is not None)
+    steps = settings.training_steps()
     if progress:
         progress("train", 0, steps)
-    coded = v4_block.encode(block, family, settings.width, steps, settings.seed, settings.stripes, warm_start)
+    device = _pick_device(settings.device)
+    coded = v4_block.encode(
+        block,
+        family,
+        settings.width,
+        steps,
+        settings.seed,
+        settings.stripes,
+        warm_start,
+        settings.training_steps(warm=True),
+        device=device,
+    )
     if progress:
         progress("train", steps, steps)
     report = TrainReport(
@@ -136,7 +152,7 @@ def _learned_container(
         seconds=coded.train_seconds,
         validation_bits=coded.sample_bits,
         stopped_early=False,
-        device="cpu",
+        device=str(device),
     )
     config = {
         "engine": coded.config,
@@ -144,7 +160,7 @@ def _learned_container(
             "steps": coded.train_steps,
             "seconds": round(coded.train_seconds, 3),
             "sample_bits_per_voxel": round(coded.sample_bits, 5),
-            "warm_start": warm_start is not None,
+            "warm_start": coded.warm,
             "seed": settings.seed,
         },
     }
@@ -188,9 +204,9 @@ def encode(
         # A fast classic probe settles the usual case; the full classic effort runs only when
         # the learned container is not clearly smaller (JPEG-XL e3 is within 0.2% of e7 on EM).
         probe_effort = min(CLASSIC_PROBE_EFFORT, settings.fallback_effort)
-        probe_name, probe = classic(probe_effort)
-        if len(learned_bytes) < CLASSIC_PROBE_MARGIN * len(probe):
-            chosen, reason = learned_bytes, f"learned model smaller than {probe_name} e{probe_effort}"
+        probe_name, estimate = _classic_estimate(array, settings.with_overrides(fallback_effort=probe_effort))
+        if len(learned_bytes) < CLASSIC_PROBE_MARGIN * estimate:
+            chosen, reason = learned_bytes, f"learned model smaller than {probe_name} e{probe_effort} (estimated)"
     if chosen is None:
         classic_name, classic_bytes = classic(settings.fallback_effort)
         if learned_bytes is not None and len(learned_bytes) < len(classic_bytes):
@@ -236,41 +252,6 @@ def compress(volume: Any, settings: Settings | None = None, **overrides: Any) ->
     return encode(volume, settings, **overrides).data
 
 
-def _architecture(config: dict[str, Any]) -> Architecture:
-    raw = config.get("architecture")
-    if not isinstance(raw, dict):
-        raise CorruptDataError("CONF has no model architecture")
-    try:
-        arch = Architecture(**raw)
-    except TypeError as exc:
-        raise CorruptDataError(f"CONF architecture is malformed: {exc}") from exc
-    for name, (lo, hi) in _MODEL_LIMITS.items():
-        value = getattr(arch, name)
-        if not isinstance(value, int) or not lo <= value <= hi:
-            raise CorruptDataError(f"CONF architecture field {name}={value!r} is out of range")
-    if arch.family not in ("gaussian", "laplace"):
-        raise CorruptDataError(f"CONF names unknown distribution family {arch.family!r}")
-    return arch
-
-
-def _model_bytes(packed: bytes) -> bytes:
-    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    try:
-        return decompressor.decompress(packed, max_length=_MAX_MODEL_BYTES)
-    except lzma.LZMAError as exc:
-        raise CorruptDataError(f"model weights do not decompress: {exc}") from exc
-
-
-def _decode_model(arch: Architecture, packed: bytes) -> IntegerModel:
-    """The model of a v1/v2 container."""
-    return IntegerModel.from_bytes(arch, _model_bytes(packed))
-
-
-def _decode_frozen(arch: Architecture, packed: bytes) -> FrozenModel:
-    """The model of a v3 container (refused unless its float32 bound holds)."""
-    return FrozenModel.from_bytes(arch, _model_bytes(packed))
-
-
 def _original_dtype(parsed: Container) -> np.dtype[Any] | None:
     """The dtype the caller gave ``compress`` when it differs from HEAD's (another byte order), else None.
 
@@ -301,15 +282,6 @@ def _check_bounds(parsed: Container, max_bytes: int | None) -> None:
     _original_dtype(parsed)
 
 
-def _learned_streams(parsed: Container, shape3: tuple[int, ...]) -> list[learned.SliceStream]:
-    """The slice streams of a learned container, each checked against the format's density floor."""
-    streams = learned.unpack_streams(parsed.data, shape3[0])
-    if parsed.version >= 3:
-        for z, stream in enumerate(streams):
-            check_learned_payload(shape3[1] * shape3[2], len(stream.words), z)
-    return streams
-
-
 def decompress(
     data: bytes, *, progress: Progress | None = None, max_bytes: int | None = None, threads: int = 1
 ) -> np.ndarray:
@@ -332,18 +304,9 @@ def decompress(
         if parsed.version >= 4:
             job = v4_block.parse(parsed.config, parsed.model, parsed.data, dims)
             array = v4_block.decode([job], threads)[0].reshape(shape)
-            return _finish(parsed, array)
-        streams = _learned_streams(parsed, shape3)
-        on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
-        arch = _architecture(parsed.config)
-        with torch.no_grad():
-            if parsed.version >= 3:
-                frozen = _decode_frozen(arch, parsed.model)
-                array = lattice_codec.decode_blocks([frozen], [streams], dims, progress=on_slice)[0].reshape(shape)
-            else:
-                model = _decode_model(arch, parsed.model)
-                coder = CODER_BY_VERSION[parsed.version]
-                array = learned.decode_block(model, streams, dims, on_slice, coder).reshape(shape)
+        else:
+            on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
+            array = legacy_decode.decode_learned(parsed, dims, on_slice).reshape(shape)
     elif header.codec == "jpegxl":
         if header.dtype not in fallback.JPEGXL_DTYPES or len(shape) not in (2, 3):
             raise CorruptDataError(f"JPEG-XL container claims {header.dtype} {shape}")
@@ -364,9 +327,7 @@ def _finish(parsed: Container, array: np.ndarray) -> np.ndarray:
     return array.astype(original) if original is not None else array
 
 
-def decompress_many(
-    blobs: list[bytes], *, device: str = "cpu", batch: int = 8, threads: int = 1
-) -> list[np.ndarray]:
+def decompress_many(blobs: list[bytes], *, device: str = "cpu", batch: int = 8, threads: int = 1) -> list[np.ndarray]:
     """Decode many containers; identical to ``[decompress(b) for b in blobs]``.
 
     v4 learned blocks go through the engine together, ``batch`` at a time, their stripes
@@ -376,16 +337,16 @@ def decompress_many(
     """
     results: list[np.ndarray | None] = [None] * len(blobs)
     engine_jobs: list[tuple[int, Container, v4_block.DecodeJob]] = []
-    pending: dict[tuple[Architecture, tuple[int, ...]], list[tuple[int, Container]]] = {}
+    v3_items: list[tuple[int, Container]] = []
     for i, data in enumerate(blobs):
         parsed = container.unpack(data)
         _check_bounds(parsed, None)
         h = parsed.header
         if h.codec == "learned" and parsed.version >= 4 and h.dtype == "|u1" and len(h.shape) in (2, 3):
-            dims = (1, *h.shape) if len(h.shape) == 2 else h.shape
+            dims = (1, h.shape[0], h.shape[1]) if len(h.shape) == 2 else (h.shape[0], h.shape[1], h.shape[2])
             engine_jobs.append((i, parsed, v4_block.parse(parsed.config, parsed.model, parsed.data, dims)))
         elif parsed.version == 3 and h.codec == "learned" and h.dtype == "|u1" and len(h.shape) == 3:
-            pending.setdefault((_architecture(parsed.config), h.shape), []).append((i, parsed))
+            v3_items.append((i, parsed))
         else:
             results[i] = decompress(data)
     for first in range(0, len(engine_jobs), batch):
@@ -393,18 +354,8 @@ def decompress_many(
         arrays = v4_block.decode([job for _, _, job in group], threads)
         for (i, parsed, _), array in zip(group, arrays, strict=True):
             results[i] = _finish(parsed, array.reshape(parsed.header.shape))
-    target = torch.device(device)
-    for (arch, shape), members in pending.items():
-        for first in range(0, len(members), batch):
-            chunk = members[first : first + batch]
-            models = [_decode_frozen(arch, p.model) for _, p in chunk]
-            streams = [_learned_streams(p, shape) for _, p in chunk]
-            with torch.no_grad():
-                arrays = lattice_codec.decode_blocks(models, streams, (shape[0], shape[1], shape[2]), target)
-            for (i, parsed), array in zip(chunk, arrays, strict=True):
-                if hashlib.sha256(array.tobytes()).digest() != parsed.header.sha256:
-                    raise CorruptDataError(f"block {i} does not match its recorded SHA-256")
-                results[i] = array
+    for i, array in legacy_decode.decode_v3_batches(v3_items, device, batch).items():
+        results[i] = array
     return [r for r in results if r is not None]
 
 

@@ -29,7 +29,7 @@ from codec.errors import CorruptDataError, FormatError, TruncatedError, Unsuppor
 MAGIC = b"\x89EMZ\r\n\x1a\n"
 FORMAT_VERSION = 4
 #: Versions this reader decodes. v1 and v2 differ only in how learned streams turn model outputs
-#: into probabilities (see codec.entropy.CODER_BY_VERSION); v3 codes learned blocks in lattice
+#: into probabilities (see codec.legacy.entropy.CODER_BY_VERSION); v3 codes learned blocks in lattice
 #: groups with a float32-exact model and windowed probabilities; v4 codes them in raster order
 #: with an int32 model through the compiled engine (codec.v4, docs/format.md).
 READABLE_VERSIONS = (1, 2, 3, 4)

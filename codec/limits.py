@@ -69,11 +69,12 @@ def check_decoded_bytes(voxels: int, itemsize: int, limit: int | None = None) ->
         )
 
 
-def check_learned_payload(slice_voxels: int, words: int, z: int) -> None:
-    """Refuse a learned slice stream too short to code ``slice_voxels`` voxels at the format's floor."""
+def check_learned_payload(slice_voxels: int, words: int, z: int, unit: str = "slice") -> None:
+    """Refuse a learned stream (of slice ``z``, or of another ``unit``: v4 codes stripes) too
+    short to code ``slice_voxels`` voxels at the format's floor."""
     needed = slice_voxels * MIN_LEARNED_BITS_PER_VOXEL
     if 32 * words + STREAM_STATE_BITS < needed:
         raise LimitError(
-            f"slice {z}'s stream has {32 * words} bits, too few for {slice_voxels} voxels "
+            f"{unit} {z}'s stream has {32 * words} bits, too few for {slice_voxels} voxels "
             f"(at least {MIN_LEARNED_BITS_PER_VOXEL} bits per voxel)"
         )

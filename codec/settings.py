@@ -14,10 +14,10 @@ from codec.errors import UnsupportedInputError
 #: Training steps per effort level (0: no learned model, classic fallback only). Every level
 #: starts from the block's least-squares predictor (or the previous block's model); the
 #: default sits where bits against encode seconds flatten (bench/RESULTS.md, effort table).
-EFFORT_STEPS = {0: 0, 1: 150, 2: 1000, 3: 3000, 4: 8000}
+EFFORT_STEPS = {0: 0, 1: 300, 2: 2000, 3: 4000, 4: 8000}
 #: Steps per effort level when the previous block's model is the start (a warm start): the
 #: statistics of one acquisition carry from block to block, so the training is paid once.
-WARM_EFFORT_STEPS = {0: 0, 1: 0, 2: 100, 3: 300, 4: 1000}
+WARM_EFFORT_STEPS = {0: 0, 1: 0, 2: 0, 3: 200, 4: 1000}
 CODEC_CHOICES = ("auto", "learned", "jpegxl", "lzma")
 
 
@@ -25,15 +25,14 @@ CODEC_CHOICES = ("auto", "learned", "jpegxl", "lzma")
 class Settings:
     """How to compress a block.
 
-    width: hidden units of the v4 model's two layers. stripes: row bands coded as independent
-    streams (a block decodes on that many threads; each costs its first rows' context).
-    k, channels, layers, hidden: the format-v3 model's shape (kept for reading old settings).
-    k: previous slices the model sees (context depth). channels, layers: trunk width and depth.
-    hidden: width of the per-voxel heads. family: per-voxel distribution ("laplace",
-    "gaussian", or "auto": chosen per block by a least-squares probe, see codec.family_probe).
-    effort: training budget level 0-4 (see EFFORT_STEPS); steps overrides it.
-    max_seconds: optional wall-clock cap on training (makes output depend on machine speed).
-    device: "auto" (CUDA when present), "cpu" or "cuda[:N]". seed: training seed.
+    width: hidden units of the model's two layers (8..64, a multiple of 8). stripes: row bands
+    coded as independent streams (a block decodes on that many threads; each stripe's first rows
+    see no row above). family: per-voxel distribution ("laplace", "gaussian", or "auto": chosen
+    per block by a least-squares probe, see codec.family_probe).
+    effort: training budget level 0-4 (see EFFORT_STEPS, WARM_EFFORT_STEPS); steps overrides both.
+    device: where training runs, "auto" (CUDA when present), "cpu" or "cuda[:N]" (the coded
+    bytes do not depend on it being reproducible: the frozen integer model is what is stored).
+    seed: training seed.
     codec: "auto" (learned unless a classic codec is smaller or the input is unsupported),
     "learned" (whatever its size; still falls back when training or verification fails),
     "jpegxl" or "lzma" (classic only).
@@ -43,14 +42,9 @@ class Settings:
 
     width: int = 16
     stripes: int = 2
-    k: int = 2
-    channels: int = 8
-    layers: int = 2
-    hidden: int = 8
     family: str = "auto"
     effort: int = 2
     steps: int | None = None
-    max_seconds: float | None = None
     device: str = "auto"
     seed: int = 0
     codec: str = "auto"
@@ -68,10 +62,6 @@ class Settings:
         checks = [
             (8 <= self.width <= 64 and self.width % 8 == 0, "width must be 8..64, a multiple of 8"),
             (1 <= self.stripes <= 64, "stripes must be 1..64"),
-            (1 <= self.k <= 8, "k must be 1..8"),
-            (1 <= self.channels <= 64, "channels must be 1..64"),
-            (1 <= self.layers <= 6, "layers must be 1..6"),
-            (1 <= self.hidden <= 128, "hidden must be 1..128"),
             (self.family in (*FAMILIES, "auto"), f"family must be one of {(*FAMILIES, 'auto')}"),
             (self.effort in EFFORT_STEPS, f"effort must be one of {sorted(EFFORT_STEPS)}"),
             (self.steps is None or self.steps >= 0, "steps must be >= 0"),

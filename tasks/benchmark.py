@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from codec import Settings, container, decompress, decompress_many, encode
-from codec.analysis import analyse_learned
+from codec.legacy.analysis import analyse_learned
 
 Encoder = Callable[[np.ndarray], list[bytes]]
 Decoder = Callable[[list[bytes], tuple[int, int, int]], np.ndarray]

@@ -20,7 +20,7 @@ from typing import Any
 from prefect.context import SettingsContext, get_settings_context
 
 import tasks.steps  # noqa: F401 (imported for its side effect: the restore task's modules loaded)
-from codec import tables
+from codec.v4 import tables
 from tasks.prefect_tls import share_verified_contexts
 from tasks.restoring import limit_io_threads
 

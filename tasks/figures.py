@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from codec.analysis import analyse_learned
+from codec.legacy.analysis import analyse_learned
 from tasks.atomic import atomic_write_bytes
 
 __all__ = ["bitrate_figure", "block_bitrate_png", "markdown_table", "prediction_figure", "write_results"]

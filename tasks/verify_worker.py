@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from codec import decompress, tables
+from codec import decompress
 from codec.errors import EmzipError
+from codec.v4 import tables
 from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
 from tasks.verifier_pool import DEFAULT_NICENESS, NICENESS_VARIABLE

@@ -49,7 +49,7 @@ def test_learned_block_gives_per_slice_and_per_group_rates_and_prediction_figure
     )
     [block] = result.blocks
     assert block.codec == "learned"
-    # Format v4 blocks carry no per-voxel analysis yet (codec.analysis reads v3 models only).
+    # Format v4 blocks carry no per-voxel analysis yet (codec.legacy.analysis reads v3 models only).
     assert block.bits_per_slice is None and result.figure_block is None
     bitrate_figure(result.rows(), tmp_path / "bitrates.png")
     write_results(tmp_path, "test", result.rows(), {})

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from codec import container, decompress, decompress_many, encode, exact, lattice_codec, learned
-from codec.api import _architecture, _decode_frozen
+from codec import container, decompress, decompress_many, encode
 from codec.errors import CorruptDataError
-from codec.freeze import quantize_layer
-from codec.frozen import BatchedModel, FrozenModel, layer_specs
-from codec.model import Architecture
+from codec.legacy import exact, lattice_codec, learned
+from codec.legacy.decode import architecture as _architecture
+from codec.legacy.decode import decode_frozen as _decode_frozen
+from codec.legacy.freeze import quantize_layer
+from codec.legacy.frozen import BatchedModel, FrozenModel, layer_specs
+from codec.legacy.model import Architecture
 from flows.synthetic import em_like
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec import container, decompress, lattice_codec, learned
-from codec.api import _architecture, _decode_frozen
+from codec import container, decompress
+from codec.legacy import lattice_codec, learned
+from codec.legacy.decode import architecture as _architecture
+from codec.legacy.decode import decode_frozen as _decode_frozen
 from codec.v4 import block as v4_block
 from codec.v4 import engine, reference
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from codec import lattice
-from codec.entropy import StreamDecoder, decode_group, encode_groups
+from codec.legacy import lattice
+from codec.legacy.entropy import StreamDecoder, decode_group, encode_groups
 
 
 @pytest.mark.parametrize(("h", "w"), [(16, 16), (13, 7), (1, 1), (2, 9)])

@@ -32,7 +32,7 @@ def _learned_parts() -> tuple[dict[str, object], bytes]:
 def learned_bomb(shape: tuple[int, int, int], words: int = 4) -> bytes:
     """A learned container whose HEAD claims ``shape``, with one short stream per slice."""
     from codec.container import Container, Header, pack
-    from codec.learned import SliceStream, pack_streams
+    from codec.legacy.learned import SliceStream, pack_streams
 
     config, model = _learned_parts()
     streams = [SliceStream(np.full(words, 0x12345678, np.uint32), 0) for _ in range(shape[0])]

@@ -19,8 +19,8 @@ import torch
 from codec.errors import CorruptDataError
 from codec.limits import check_learned_payload
 from codec.v4 import engine
-from codec.v4.context import DEFAULT_CONTEXT, Context
-from codec.v4.freeze import BoundError, check_bounds, freeze
+from codec.v4.context import DEFAULT_CONTEXT, Context, stripe_starts
+from codec.v4.freeze import BoundError, check_bounds, freeze, unpack
 from codec.v4.tables import coder_tables
 from codec.v4.train import sample_block, train
 
@@ -42,6 +42,7 @@ class EncodedBlock:
     train_steps: int
     train_seconds: float
     sample_bits: float
+    warm: bool
 
 
 def stripes_for(rows: int, wanted: int) -> int:
@@ -57,20 +58,20 @@ def encode(
     seed: int,
     stripes: int,
     warm: dict[str, torch.Tensor] | None = None,
+    warm_steps: int = 0,
     context: Context = DEFAULT_CONTEXT,
     threads: int = 2,
+    device: torch.device | None = None,
 ) -> EncodedBlock:
     """Code a uint8 (Z, Y, X) block; ``warm`` (a previous block's state) replaces the cold start."""
     stripes = stripes_for(block.shape[1], stripes)
     if warm is not None and not _fits(warm, context.inputs, hidden):
         warm = None
     sample = sample_block(block, context, stripes, seed)
-    result = train(sample, family, hidden, steps, seed, warm)
+    result = train(sample, family, hidden, steps, seed, warm, warm_steps, device)
     model = freeze(result.model, context, sample.context[:_CALIBRATION])
     streams = engine.encode_block(block, model, family, stripes, threads)
-    for s, stream in enumerate(streams):
-        rows = (s + 1) * block.shape[1] // stripes - s * block.shape[1] // stripes
-        check_learned_payload(block.shape[0] * rows * block.shape[2], len(stream) // 4, s)
+    _check_density(streams, (block.shape[0], block.shape[1], block.shape[2]))
     data = struct.pack("<I", len(streams)) + b"".join(
         struct.pack("<II", zlib.crc32(s), len(s) // 4) + s for s in streams
     )
@@ -84,6 +85,7 @@ def encode(
         result.steps,
         result.seconds,
         result.bits,
+        result.warm,
     )
 
 
@@ -121,23 +123,23 @@ def parse(config: dict[str, Any], model: bytes, data: bytes, shape: tuple[int, i
     array = np.frombuffer(raw_model, dtype="<i4").astype(np.int32)
     try:
         check_bounds(array)
-        Context.from_json(_context_of(array))
+        parts = unpack(array)
+        Context.from_json({"previous": parts.previous.tolist(), "current": parts.current.tolist()})
     except (BoundError, ValueError) as exc:
         raise CorruptDataError(f"model refused: {exc}") from exc
+    if raw.get("hidden") != parts.hidden:
+        raise CorruptDataError(f"CONF hidden {raw.get('hidden')!r} disagrees with the model's {parts.hidden}")
     streams = _streams(data, stripes)
-    for s, stream in enumerate(streams):
-        rows = (s + 1) * shape[1] // stripes - s * shape[1] // stripes
-        check_learned_payload(shape[0] * rows * shape[2], len(stream) // 4, s)
+    _check_density(streams, shape)
     return DecodeJob(streams, shape, array, family)
 
 
-def _context_of(array: np.ndarray) -> dict[str, list[list[int]]]:
-    n_prev, n_cur = int(array[1]), int(array[2])
-    offsets = array[8 : 8 + 3 * n_prev + 2 * n_cur]
-    return {
-        "previous": offsets[: 3 * n_prev].reshape(-1, 3).tolist(),
-        "current": offsets[3 * n_prev :].reshape(-1, 2).tolist(),
-    }
+def _check_density(streams: list[bytes], shape: tuple[int, int, int]) -> None:
+    """Each stripe's stream holds at least the format's floor of bits for its voxels (LimitError)."""
+    starts = stripe_starts(shape[1], len(streams))
+    for s, stream in enumerate(streams):
+        rows = int(starts[s + 1] - starts[s])
+        check_learned_payload(shape[0] * rows * shape[2], len(stream) // 4, s, unit="stripe")
 
 
 def _streams(data: bytes, stripes: int) -> list[bytes]:

@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from codec import _engine
+import codec._engine as _engine
 from codec.v4.context import stripe_starts
-from codec.v4.tables import LUT_BITS, PROB_BITS, coder_tables
+from codec.v4.tables import LUT_BITS, MEAN_FRACTIONS, PROB_BITS, coder_tables
 
 RANS_L = 1 << 31
-assert _engine.PROB_BITS == PROB_BITS and _engine.LUT_BITS == LUT_BITS, "engine built from another source"
+if (_engine.PROB_BITS, _engine.LUT_BITS, _engine.MEAN_FRACTIONS) != (PROB_BITS, LUT_BITS, MEAN_FRACTIONS):
+    raise ImportError("codec/_engine was built from another source: run `pip install -e .` again")
 
 
 class StreamError(ValueError):

@@ -10,20 +10,22 @@ as int16 pairs); hidden is a multiple of 8.
 Arithmetic (integers only; :func:`check_bounds` keeps every partial sum below 2**30):
   act(a, s) = min(255, (max(a, 0) + 2**(s-1)) >> s)
   h1 = act(b1 + W1 . c, shift1),  h2 = act(b2 + W2 . h1, shift2)
-  m = bskip + Wskip . c + b3[0] + W3[0] . h2,  mean16 = 2048 + floor((m + 2**(shift_mean-5)) / 2**(shift_mean-4))
+  m = bskip + Wskip . c + b3[0] + W3[0] . h2,  mean4 = 512 + floor((m + 2**(shift_mean-3)) / 2**(shift_mean-2))
   scale index = floor((b3[1] + W3[1] . h2 + 2**(shift_scale-1)) / 2**shift_scale)
-mean16 is clamped to 0..4095, the scale index to 0..n_scales - 1. Activation scales come from a
-calibration sample: the 99.9th percentile of each layer maps to at most 255.
+mean4 (the mean in quarter grey levels) is clamped to 0..1023, the scale index to
+0..n_scales - 1. Activation scales come from a calibration sample: the 99.9th percentile of each
+layer maps to at most 255.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from codec.distributions import N_SCALES
+from codec.distributions import N_SCALES, SCALES_PER_OCTAVE
 from codec.v4.context import Context
 from codec.v4.model import INPUT_DIVISOR, SCALE_OFFSET, RasterModel
 
@@ -51,6 +53,19 @@ def _activation_exponent(activations: torch.Tensor) -> int:
     return 8 if top <= 0 else math.floor(math.log2(_ACTIVATION_MAX / top))
 
 
+def _hidden_layer(
+    weight: np.ndarray, bias: np.ndarray, input_max: int, activation_exponent: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer weights, bias and shift of one hidden layer (weight: (inputs, outputs), in units of
+    the integer inputs). The weights are as large as int16-sized integers and the int32 bound
+    allow; the shift then maps the sums to activations 2**activation_exponent times the float ones."""
+    worst_sum = np.abs(weight).sum(axis=0).max() * input_max + np.abs(bias).max()
+    exponent = min(_exponent_for(weight, _WEIGHT_LIMIT), _exponent_for(np.array([worst_sum]), SUM_LIMIT // 2))
+    shift = max(1, exponent - activation_exponent)
+    exponent = shift + activation_exponent
+    return np.round(weight * 2.0**exponent), np.round(bias * 2.0**exponent), shift
+
+
 def freeze(model: RasterModel, context: Context, calibration: np.ndarray) -> np.ndarray:
     """The model as a v4 MODL int32 array; ``calibration`` (n, inputs) int16 sets activation scales."""
     n_prev = len(context.previous)
@@ -61,28 +76,14 @@ def freeze(model: RasterModel, context: Context, calibration: np.ndarray) -> np.
         b1 = model.l1.bias.double().numpy()
         w2 = model.l2.weight.double().numpy().T  # (hidden in, hidden out)
         b2 = model.l2.bias.double().numpy()
-        w3 = model.out.weight.double().numpy()  # (2, hidden)
-        b3 = model.out.bias.double().numpy() + np.array([0.0, SCALE_OFFSET])
+        w3 = model.out.weight.double().numpy() * np.array([[1.0], [SCALES_PER_OCTAVE]])  # (2, hidden)
+        b3 = model.out.bias.double().numpy() * np.array([1.0, SCALES_PER_OCTAVE]) + np.array([0.0, SCALE_OFFSET])
         ws = model.skip.weight.double().numpy()[0]
         bs = float(model.skip.bias.double().numpy()[0])
     a1 = _activation_exponent(h1)
     a2 = _activation_exponent(h2)
-    # Layer 1: weights as large as int16-sized integers and the int32 bound allow.
-    e1 = min(
-        _exponent_for(w1, _WEIGHT_LIMIT),
-        _exponent_for(np.array([np.abs(w1).sum(axis=0).max() * _INPUT_MAX + np.abs(b1).max()]), SUM_LIMIT // 2),
-    )
-    shift1 = max(1, e1 - a1)
-    e1 = shift1 + a1
-    w1q, b1q = np.round(w1 * 2.0**e1), np.round(b1 * 2.0**e1)
-    w2s = w2 / 2.0**a1
-    e2 = min(
-        _exponent_for(w2s, _WEIGHT_LIMIT),
-        _exponent_for(np.array([np.abs(w2s).sum(axis=0).max() * _ACTIVATION_MAX + np.abs(b2).max()]), SUM_LIMIT // 2),
-    )
-    shift2 = max(1, e2 - a2)
-    e2 = shift2 + a2
-    w2q, b2q = np.round(w2s * 2.0**e2), np.round(b2 * 2.0**e2)
+    w1q, b1q, shift1 = _hidden_layer(w1, b1, _INPUT_MAX, a1)
+    w2q, b2q, shift2 = _hidden_layer(w2 / 2.0**a1, b2, _ACTIVATION_MAX, a2)
     w3s = w3 / 2.0**a2
     # Mean: the skip (int16 weights) and the mean row share 2**shift_mean.
     mean_sum = np.abs(ws).sum() * _INPUT_MAX + abs(bs) + np.abs(w3s[0]).sum() * _ACTIVATION_MAX + abs(b3[0])
@@ -113,8 +114,30 @@ def freeze(model: RasterModel, context: Context, calibration: np.ndarray) -> np.
     return array
 
 
-def unpack(array: np.ndarray) -> dict[str, np.ndarray | int]:
-    """Split a MODL array into named parts (BoundError if its size does not match its header)."""
+@dataclass(frozen=True)
+class ModelArray:
+    """A MODL array split into its parts (int64 numpy arrays, shaped)."""
+
+    hidden: int
+    shift1: int
+    shift2: int
+    shift_mean: int
+    shift_scale: int
+    n_scales: int
+    previous: np.ndarray  # (n_prev, 3)
+    current: np.ndarray  # (n_cur, 2)
+    w1: np.ndarray  # (n_prev + n_cur, hidden): previous-slice inputs first
+    b1: np.ndarray
+    w2: np.ndarray  # (hidden in, hidden out)
+    b2: np.ndarray
+    w3: np.ndarray  # (2, hidden): mean row, scale row
+    b3: np.ndarray  # (2,)
+    skip: np.ndarray  # (n_prev + n_cur,)
+    skip_bias: int
+
+
+def unpack(array: np.ndarray) -> ModelArray:
+    """Split a MODL array into its parts (BoundError if its size does not match its header)."""
     if array.size < HEADER:
         raise BoundError("model array shorter than its header")
     hidden, n_prev, n_cur, shift1, shift2, shift_mean, shift_scale, n_scales = (int(v) for v in array[:HEADER])
@@ -124,57 +147,30 @@ def unpack(array: np.ndarray) -> dict[str, np.ndarray | int]:
         raise BoundError("model shifts out of range")
     if n_scales != N_SCALES:
         raise BoundError(f"model claims {n_scales} scales, the format has {N_SCALES}")
-    sizes = [
-        ("previous", 3 * n_prev),
-        ("current", 2 * n_cur),
-        ("w1p", n_prev * hidden),
-        ("w1c", n_cur * hidden),
-        ("b1", hidden),
-        ("w2", hidden * hidden),
-        ("b2", hidden),
-        ("w3", 2 * hidden),
-        ("b3", 2),
-        ("wsp", n_prev),
-        ("wsc", n_cur),
-        ("bs", 1),
-    ]
-    if array.size != HEADER + sum(n for _, n in sizes):
-        raise BoundError(
-            f"model array holds {array.size} integers, its header implies {HEADER + sum(n for _, n in sizes)}"
-        )
-    parts: dict[str, np.ndarray | int] = {
-        "hidden": hidden,
-        "shift1": shift1,
-        "shift2": shift2,
-        "shift_mean": shift_mean,
-        "shift_scale": shift_scale,
-        "n_scales": n_scales,
-    }
-    at = HEADER
-    for name, n in sizes:
-        parts[name] = array[at : at + n].astype(np.int64)
-        at += n
-    return parts
+    inputs = n_prev + n_cur
+    sizes = (3 * n_prev, 2 * n_cur, inputs * hidden, hidden, hidden * hidden, hidden, 2 * hidden, 2, inputs, 1)
+    if array.size != HEADER + sum(sizes):
+        raise BoundError(f"model array holds {array.size} integers, its header implies {HEADER + sum(sizes)}")
+    parts = np.split(array[HEADER:].astype(np.int64), np.cumsum(sizes)[:-1])
+    previous, current, w1, b1, w2, b2, w3, b3, skip, skip_bias = parts
+    return ModelArray(
+        hidden, shift1, shift2, shift_mean, shift_scale, n_scales,
+        previous.reshape(n_prev, 3), current.reshape(n_cur, 2), w1.reshape(inputs, hidden), b1,
+        w2.reshape(hidden, hidden), b2, w3.reshape(2, hidden), b3, skip, int(skip_bias[0]),
+    )  # fmt: skip
 
 
 def check_bounds(array: np.ndarray) -> None:
-    """Refuse a model whose int32 partial sums could pass SUM_LIMIT for any input (BoundError)."""
-    p = unpack(array)
-    hidden = int(p["hidden"])  # type: ignore[arg-type]
-    w1 = np.concatenate([np.asarray(p["w1p"]).reshape(-1, hidden), np.asarray(p["w1c"]).reshape(-1, hidden)])
-    layer1 = np.abs(w1).sum(axis=0) * _INPUT_MAX + np.abs(np.asarray(p["b1"]))
-    layer2 = np.abs(np.asarray(p["w2"]).reshape(hidden, hidden)).sum(axis=0) * _ACTIVATION_MAX + np.abs(
-        np.asarray(p["b2"])
-    )
-    w3 = np.asarray(p["w3"]).reshape(2, hidden)
-    skip = (np.abs(np.asarray(p["wsp"])).sum() + np.abs(np.asarray(p["wsc"])).sum()) * _INPUT_MAX + abs(
-        int(np.asarray(p["bs"])[0])
-    )
-    mean = skip + np.abs(w3[0]).sum() * _ACTIVATION_MAX + abs(int(np.asarray(p["b3"])[0]))
-    scale = np.abs(w3[1]).sum() * _ACTIVATION_MAX + abs(int(np.asarray(p["b3"])[1]))
-    worst = max(int(layer1.max()), int(layer2.max()), int(mean), int(scale))
-    narrow = [np.asarray(p[name]) for name in ("w1p", "w1c", "w2", "wsp", "wsc")]
-    if any(part.size and int(np.abs(part).max()) > _INT16_MAX for part in narrow):
+    """Refuse a model whose int32 partial sums could pass SUM_LIMIT for any input, or whose
+    int16 weights leave int16 (BoundError)."""
+    m = unpack(array)
+    if max(int(np.abs(part).max(initial=0)) for part in (m.w1, m.w2, m.skip)) > _INT16_MAX:
         raise BoundError("model weights of layers 1, 2 or the skip leave the int16 range")
+    layer1 = np.abs(m.w1).sum(axis=0) * _INPUT_MAX + np.abs(m.b1)
+    layer2 = np.abs(m.w2).sum(axis=0) * _ACTIVATION_MAX + np.abs(m.b2)
+    skip = int(np.abs(m.skip).sum()) * _INPUT_MAX + abs(m.skip_bias)
+    mean = skip + int(np.abs(m.w3[0]).sum()) * _ACTIVATION_MAX + abs(int(m.b3[0]))
+    scale = int(np.abs(m.w3[1]).sum()) * _ACTIVATION_MAX + abs(int(m.b3[1]))
+    worst = max(int(layer1.max()), int(layer2.max()), mean, scale)
     if worst >= SUM_LIMIT:
         raise BoundError(f"model sums could reach {worst}, over the int32 limit {SUM_LIMIT}")

@@ -1,8 +1,8 @@
 """The architecture of a context model: its shape, stored in every learned container.
 
-Format v3 builds :class:`codec.network.LatticeModel` (training) and
-:class:`codec.frozen.FrozenModel` (coding) from it; v1/v2 containers describe their
-:class:`codec.quantize.IntegerModel` with the same fields.
+Format v3 builds :class:`codec.legacy.network.LatticeModel` (training) and
+:class:`codec.legacy.frozen.FrozenModel` (coding) from it; v1/v2 containers describe their
+:class:`codec.legacy.quantize.IntegerModel` with the same fields.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Learned coding of uint8 blocks in format v3: lattice groups, exact float32 model, windows.
 
 The encoder knows every voxel, so it evaluates the frozen model on many slices at once; the
-decoder marches slice by slice and, inside a slice, group by group (:mod:`codec.lattice`):
+decoder marches slice by slice and, inside a slice, group by group (:mod:`codec.legacy.lattice`):
 five model calls and five coder steps per slice whatever its size, each over a whole group,
-and for many blocks at once (their models stacked, :class:`codec.frozen.BatchedModel`). One
-ANS stream per slice with the CRC32 of the slice it decodes to (:mod:`codec.learned`'s
+and for many blocks at once (their models stacked, :class:`codec.legacy.frozen.BatchedModel`). One
+ANS stream per slice with the CRC32 of the slice it decodes to (:mod:`codec.legacy.learned`'s
 framing), so a mismatch is reported at the slice where it happens.
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from codec import lattice
-from codec.entropy import StreamDecoder, decode_group, encode_groups
 from codec.errors import CorruptDataError
-from codec.frozen import BatchedModel, FrozenModel
-from codec.learned import SliceStream
+from codec.legacy import lattice
+from codec.legacy.entropy import StreamDecoder, decode_group, encode_groups
+from codec.legacy.frozen import BatchedModel, FrozenModel
+from codec.legacy.learned import SliceStream
 
 #: Slices the encoder evaluates together (bounds memory: about 10 MB per 256x256 slice).
 ENCODE_CHUNK = 8

@@ -1,6 +1,6 @@
 """The only module that talks to constriction: ANS coding of voxels under frozen parameters.
 
-Format v3 codes a lattice group (:mod:`codec.lattice`) at a time. Each voxel's scale index
+Format v3 codes a lattice group (:mod:`codec.legacy.lattice`) at a time. Each voxel's scale index
 picks a window width (:data:`codec.tables.WINDOW_WIDTHS`); the group's voxels are coded width
 class by width class (narrowest first, each class in stream order), every voxel as its offset
 inside a window of exact integer masses around floor(mean) or as the escape entry, and then

@@ -1,9 +1,9 @@
 """The float context model of format v3, as training optimizes it (never used for coding).
 
 A trunk of 3x3 convolutions reads the previous ``k`` slices once per slice; one small head per
-lattice group (:mod:`codec.lattice`) combines the trunk's features at a voxel with its raw
+lattice group (:mod:`codec.legacy.lattice`) combines the trunk's features at a voxel with its raw
 neighbours (previous-slice window, earlier groups around it) and gives the mean and the scale
-index of the voxel's distribution. :mod:`codec.freeze` turns it into the exact integer model.
+index of the voxel's distribution. :mod:`codec.legacy.freeze` turns it into the exact integer model.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codec import lattice
 from codec.distributions import continuous_scale, negative_log2_likelihood
-from codec.model import Architecture
+from codec.legacy import lattice
+from codec.legacy.model import Architecture
 
 #: Centred voxels enter the model as integers with real value v / 2**INPUT_EXP.
 INPUT_EXP = 6
@@ -51,7 +51,7 @@ class LatticeModel(nn.Module):
         being coded (teacher forcing: its earlier groups hold the true voxels), channels 1..
         its previous slices. Returns per group (means in grey levels, scale indices), each
         (N, n_group) in the group's stream order: the inputs come from the same gathers the
-        coder uses (:func:`codec.lattice.neighbours_at_group`).
+        coder uses (:func:`codec.legacy.lattice.neighbours_at_group`).
         """
         h, w = stack.shape[-2:]
         features = self.trunk(stack[:, 1:])

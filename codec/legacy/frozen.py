@@ -3,7 +3,7 @@
 Layer order (also the storage order): the trunk's 3x3 convolutions, then per lattice group its
 two hidden layers and its output layer (mean on the 1/16 grey grid, scale index), whose inputs
 are the second hidden layer followed by the head's own inputs (a linear skip). Every layer's
-partial sums are proven below 2**24 when the model is built or read (:mod:`codec.exact`), so
+partial sums are proven below 2**24 when the model is built or read (:mod:`codec.legacy.exact`), so
 inference in float32 is exact on any device, and many blocks' models run as one batched call.
 """
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import exact, lattice
 from codec.distributions import MEAN_FRACTION_BITS, N_SCALES
 from codec.errors import CorruptDataError
-from codec.model import Architecture
+from codec.legacy import exact, lattice
+from codec.legacy.model import Architecture
 
 #: Trunk and hidden weights are int8, output weights int16; activations 10 bits.
 HIDDEN_WEIGHT_BITS = 8

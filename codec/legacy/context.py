@@ -1,4 +1,4 @@
-"""The v1/v2 coding order (row passes), kept for decoding those containers; v3 uses codec.lattice.
+"""The v1/v2 coding order (row passes), kept for decoding those containers; v3 uses codec.legacy.lattice.
 
 Coding order inside a block: slice by slice (z ascending); inside a slice row by row (y
 ascending); inside a row three passes over interleaved columns (see :data:`PASSES`). Every

@@ -2,8 +2,8 @@
 
 Every learned container holds one ANS stream per slice with the CRC32 of the slice it decodes
 to, so a mismatch is reported at the slice where it happens. v1/v2 blocks were coded slice by
-slice and row pass by row pass (:mod:`codec.context`) with an :class:`IntegerModel`; their
-encoder is retired (v3 replaced it, :mod:`codec.lattice_codec`), their decoder stays so that
+slice and row pass by row pass (:mod:`codec.legacy.context`) with an :class:`IntegerModel`; their
+encoder is retired (v3 replaced it, :mod:`codec.legacy.lattice_codec`), their decoder stays so that
 containers facilities already hold still decode.
 """
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import context
-from codec.entropy import StreamDecoder
 from codec.errors import CorruptDataError
-from codec.quantize import IntegerModel
+from codec.legacy import context
+from codec.legacy.entropy import StreamDecoder
+from codec.legacy.quantize import IntegerModel
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def decode_block(
 ) -> np.ndarray:
     """Decode the streams of :func:`encode_block` back into the uint8 block.
 
-    ``coder`` names how probabilities are formed (see ``codec.entropy.CODER_BY_VERSION``):
+    ``coder`` names how probabilities are formed (see ``codec.legacy.entropy.CODER_BY_VERSION``):
     the container's version decides it.
     """
     z_count, h, w = shape

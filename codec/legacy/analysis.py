@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import container, lattice, lattice_codec
-from codec.api import _architecture, _decode_frozen
+from codec import container
 from codec.distributions import MEAN_FRACTION_BITS, SYMBOL_MAX, SYMBOL_MIN, negative_log2_likelihood, scale_table
 from codec.errors import EmzipError
+from codec.legacy import lattice, lattice_codec
+from codec.legacy.decode import architecture as _architecture
+from codec.legacy.decode import decode_frozen as _decode_frozen
 
 __all__ = ["VoxelAnalysis", "analyse_learned"]
 

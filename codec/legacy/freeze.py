@@ -1,9 +1,9 @@
-"""Freeze a trained :class:`~codec.network.LatticeModel` into a :class:`~codec.frozen.FrozenModel`.
+"""Freeze a trained :class:`~codec.legacy.network.LatticeModel` into a :class:`~codec.legacy.frozen.FrozenModel`.
 
 Post-training quantization: ReLU outputs get a per-channel power-of-two grid from calibration
 (their largest value on a few slices maps near the top of the 10-bit range); every layer's
 weights get the largest per-output power-of-two scale that (a) fits the storage type, (b) keeps
-the bias in range and (c) keeps every partial sum below 2**24 (:mod:`codec.exact`). (c) is what
+the bias in range and (c) keeps every partial sum below 2**24 (:mod:`codec.legacy.exact`). (c) is what
 makes float32 inference exact; where it binds, the layer loses low weight bits, never exactness.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from codec import exact, lattice
 from codec.distributions import MEAN_FRACTION_BITS
-from codec.frozen import ACTIVATION_MAX, FrozenModel, LayerSpec, layer_specs
-from codec.network import INPUT_EXP, LatticeModel
+from codec.legacy import exact, lattice
+from codec.legacy.frozen import ACTIVATION_MAX, FrozenModel, LayerSpec, layer_specs
+from codec.legacy.network import INPUT_EXP, LatticeModel
 
 _EXP_LIMIT = 30
 

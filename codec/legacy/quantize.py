@@ -1,6 +1,6 @@
 """The integer model of format v1/v2 containers, as their decoder runs it (decoding only).
 
-Format v3 models live in :mod:`codec.frozen`; this module is kept so that v1 and v2 containers,
+Format v3 models live in :mod:`codec.legacy.frozen`; this module is kept so that v1 and v2 containers,
 which facilities already hold, still decode (their golden files are decoded in every test run).
 
 Every layer becomes integer weights (at most ``WEIGHT_BITS`` bits), an integer bias, and a
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codec import context
 from codec.distributions import MEAN_FRACTION_BITS, N_SCALES
 from codec.errors import CorruptDataError
-from codec.model import Architecture
+from codec.legacy import context
+from codec.legacy.model import Architecture
 
 #: Trunk convolutions and the heads' hidden layers keep 8-bit weights (12 bits measured no better
 #: on real blocks, while the weights travel in every container: 12 -> 8 bits saved 1 KB a block
