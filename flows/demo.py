@@ -72,9 +72,7 @@ def png_bits_per_voxel(volume: np.ndarray) -> float:
 def jpegxl_bits_per_voxel(volume: np.ndarray, effort: int = 7) -> float:
     """JPEG-XL lossless (``effort`` 7, cjxl's default, slice by slice) bits per voxel: the codec a
     facility would otherwise use, so the one the demo's summary puts emzip beside."""
-    total = sum(
-        len(imagecodecs.jpegxl_encode(np.ascontiguousarray(s), lossless=True, effort=effort)) for s in volume
-    )
+    total = sum(len(imagecodecs.jpegxl_encode(np.ascontiguousarray(s), lossless=True, effort=effort)) for s in volume)
     return 8.0 * total / volume.size
 
 

@@ -34,9 +34,6 @@ class Context:
     def inputs(self) -> int:
         return len(self.previous) + len(self.current)
 
-    def to_json(self) -> dict[str, list[list[int]]]:
-        return {"previous": [list(o) for o in self.previous], "current": [list(o) for o in self.current]}
-
     @classmethod
     def from_json(cls, raw: object) -> Context:
         """Parse and check a CONF context; ValueError names what is wrong."""

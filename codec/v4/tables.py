@@ -84,10 +84,3 @@ def tables_sha256(family: str) -> str:
     """Fingerprint of a family's v4 tables (a test pins it: a change cannot slip by)."""
     t = coder_tables(family)
     return hashlib.sha256(t.cum.astype("<u4").tobytes() + t.lut.astype("<u8").tobytes()).hexdigest()
-
-
-def ideal_bits(family: str, residual_rows: np.ndarray, residuals: np.ndarray) -> float:
-    """Ideal code length in bits of ``residuals`` (0..255) coded with table rows ``residual_rows``."""
-    cum = coder_tables(family).cum.astype(np.int64)
-    freq = cum[residual_rows, residuals + 1] - cum[residual_rows, residuals]
-    return float(np.sum(PROB_BITS - np.log2(freq)))

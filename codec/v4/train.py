@@ -100,7 +100,8 @@ def train(
 
     A warm start (the previous block's model, unchanged) is kept only when it codes this
     block's sample in fewer bits than the block's own least-squares predictor; otherwise the
-    block trains from scratch, so a change of content costs time, never bits.
+    block trains from scratch: a change of content costs training time rather than falling
+    back to a model that no longer fits.
     """
     start = time.monotonic()
     model = least_squares_model(sample, family, hidden, seed)
