@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,6 +140,30 @@ def run_curve(name: str, family: str) -> list[dict[str, Any]]:
     return points
 
 
+def run_scaling(name: str) -> dict[str, float]:
+    """One block on 2 threads against 1, beside the machine's own bound: two independent JPEG-XL
+    decodes on 2 threads against one after the other (no shared work at all)."""
+    block = blocks(np.load(DATA / f"{name}.npy", mmap_mode="r"))[0]
+    data = encode(block).data
+    jxl = fallback.encode_jpegxl(block, 7)
+
+    def jxl_pair(threads: int) -> None:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda _: fallback.decode_jpegxl(jxl, block.shape, np.dtype(np.uint8)), range(2)))
+
+    one, _ = _timed(lambda: decompress(data, threads=1), repeat=5)
+    two, _ = _timed(lambda: decompress(data, threads=2), repeat=5)
+    serial, _ = _timed(lambda: jxl_pair(1), repeat=5)
+    parallel, _ = _timed(lambda: jxl_pair(2), repeat=5)
+    result = {"emzip_2_threads_over_1": one / two, "jpegxl_two_blocks_2_threads_over_1": serial / parallel}
+    print(
+        f"{name} scaling: one emzip block on 2 threads {one / two:.2f}x of 1 thread; two JPEG-XL blocks on "
+        f"2 threads {serial / parallel:.2f}x of 1 (the machine's bound)",
+        flush=True,
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench/results_v4.json")
@@ -147,6 +172,7 @@ def main() -> None:
     torch.set_num_threads(2)
     present = [(n, f) for n, f in VOLUMES if (DATA / f"{n}.npy").exists()]
     results: dict[str, Any] = {"volumes": [run_volume(n) for n, _ in present]}
+    results["scaling"] = {n: run_scaling(n) for n, _ in present}
     if not args.no_curve:
         results["curve"] = {n: run_curve(n, f) for n, f in present}
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

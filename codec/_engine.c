@@ -23,6 +23,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -585,70 +586,164 @@ static PyObject *encode_stripe(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* decode_slice(volume, Z, Y, X, y0, y1, z, model, cum, lut, words, state) -> None.
- * Decodes rows [y0, y1) of slice z into volume (writable). state: writable 2 x uint64
- * (rANS state, next word), (0, 0) before the stripe's first slice. Raises ValueError when the
- * stream runs out. */
-static PyObject *decode_slice(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *vol, *model, *cum, *lut, *words_obj, *state_obj;
-    Common c;
-    int y0, y1, z;
-    if (!PyArg_ParseTuple(args, "OiiiiiiOOOOO", &vol, &c.Z, &c.Y, &c.X, &y0, &y1, &z, &model, &cum, &lut, &words_obj,
-                          &state_obj))
-        return NULL;
-    Py_buffer words, state;
-    memset(&words, 0, sizeof words);
-    memset(&state, 0, sizeof state);
-    if (setup_common(&c, vol, 1, model, cum, lut) < 0 || PyObject_GetBuffer(words_obj, &words, PyBUF_C_CONTIGUOUS) < 0 ||
-        PyObject_GetBuffer(state_obj, &state, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        release_common(&c);
-        if (words.obj) PyBuffer_Release(&words);
-        return NULL;
+/* A barrier for the decoding threads (pthread_barrier_t is missing on some platforms). */
+typedef struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int parties, waiting, generation;
+    int open; /* set once every thread that could be started has been: the work is then shared out */
+} Barrier;
+
+static void barrier_wait(Barrier *b) {
+    pthread_mutex_lock(&b->mutex);
+    const int generation = b->generation;
+    if (++b->waiting == b->parties) {
+        b->waiting = 0;
+        b->generation++;
+        pthread_cond_broadcast(&b->cond);
+    } else {
+        while (generation == b->generation) pthread_cond_wait(&b->cond, &b->mutex);
     }
-    PyObject *result = NULL;
-    uint64_t *st = (uint64_t *)state.buf;
-    Decoder dec = {0, 0, (const uint32_t *)words.buf, words.len / 4, 0};
+    pthread_mutex_unlock(&b->mutex);
+}
+
+typedef struct {
+    int y0, y1;
+    Decoder dec;
+} StripeJob;
+
+typedef struct {
+    Common *c;
+    StripeJob *jobs;
+    int n_jobs, n_threads, index, max_rows;
+    Barrier *barrier;
+    int failed; /* this worker could not allocate its scratch */
+} Worker;
+
+/* One decoding thread: stripes index, index + n_threads, ... of every slice, slice after slice;
+ * the barrier keeps every thread on the same slice (a slice reads the two before it). */
+static void *decode_worker(void *arg) {
+    Worker *w = (Worker *)arg;
+    Common *c = w->c;
+    pthread_mutex_lock(&w->barrier->mutex);
+    while (!w->barrier->open) pthread_cond_wait(&w->barrier->cond, &w->barrier->mutex);
+    pthread_mutex_unlock(&w->barrier->mutex);
     Scratch s;
     memset(&s, 0, sizeof s);
-    if (state.len != 16 || words.len % 4 != 0 || y0 < 0 || y1 > c.Y || y0 >= y1 || z < 0 || z >= c.Z) {
-        PyErr_SetString(PyExc_ValueError, "emzip engine: bad decode arguments");
-        goto done;
+    if (alloc_scratch(&s, c, w->max_rows) < 0) w->failed = 1;
+    for (int z = 0; z < c->Z; z++) {
+        if (!w->failed)
+            for (int j = w->index; j < w->n_jobs; j += w->n_threads)
+                code_rows((uint8_t *)c->vol.buf, c->Y, c->X, z, w->jobs[j].y0, w->jobs[j].y1, &c->m, &c->q, &c->t,
+                          &w->jobs[j].dec, NULL, &s);
+        if (w->n_threads > 1) barrier_wait(w->barrier);
     }
-    if (st[1] == 0) { /* first slice of the stripe: the final state of the encoder */
-        if (dec.n_words < 2) {
-            PyErr_SetString(PyExc_ValueError, "stream too short for its initial state");
-            goto done;
-        }
-        st[0] = (uint64_t)dec.words[0] | ((uint64_t)dec.words[1] << 32);
-        st[1] = 2;
+    free_scratch(&s);
+    return NULL;
+}
+
+/* decode_block(volume, Z, Y, X, model, cum, lut, stripes, threads) -> None.
+ * stripes: a sequence of (y0, y1, words) covering the rows in order, words in decoding order.
+ * Decodes the whole block into volume (writable) on `threads` threads; raises ValueError naming
+ * the stripe whose stream ends early or does not end where its voxels do. */
+static PyObject *decode_block(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *vol, *model, *cum, *lut, *stripes_obj;
+    Common c;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OiiiOOOOi", &vol, &c.Z, &c.Y, &c.X, &model, &cum, &lut, &stripes_obj, &threads))
+        return NULL;
+    if (setup_common(&c, vol, 1, model, cum, lut) < 0) {
+        release_common(&c);
+        return NULL;
     }
-    if (st[1] > (uint64_t)dec.n_words) {
-        PyErr_SetString(PyExc_ValueError, "emzip engine: stream position past its end");
-        goto done;
+    PyObject *seq = PySequence_Fast(stripes_obj, "stripes must be a sequence of (y0, y1, words)");
+    if (seq == NULL) {
+        release_common(&c);
+        return NULL;
     }
-    dec.state = st[0];
-    dec.pos = (Py_ssize_t)st[1];
-    if (alloc_scratch(&s, &c, y1 - y0) < 0) {
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    StripeJob *jobs = calloc((size_t)(n > 0 ? n : 1), sizeof(StripeJob));
+    Py_buffer *words = calloc((size_t)(n > 0 ? n : 1), sizeof(Py_buffer));
+    PyObject *result = NULL;
+    Py_ssize_t got = 0;
+    int max_rows = 1, expected_y0 = 0;
+    if (jobs == NULL || words == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
-    code_rows((uint8_t *)c.vol.buf, c.Y, c.X, z, y0, y1, &c.m, &c.q, &c.t, &dec, NULL, &s);
-    Py_END_ALLOW_THREADS
-    if (dec.failed) {
-        PyErr_SetString(PyExc_ValueError, "stream ended before its voxels did");
+    for (; got < n; got++) {
+        PyObject *words_obj;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "iiO", &jobs[got].y0, &jobs[got].y1, &words_obj))
+            goto done;
+        if (PyObject_GetBuffer(words_obj, &words[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
+        StripeJob *j = &jobs[got];
+        if (j->y0 != expected_y0 || j->y1 <= j->y0 || j->y1 > c.Y || words[got].len % 4 != 0 || words[got].len < 8) {
+            PyErr_Format(PyExc_ValueError, "stripe %zd: bad rows or a stream too short for its initial state", got);
+            got++;
+            goto done;
+        }
+        expected_y0 = j->y1;
+        if (j->y1 - j->y0 > max_rows) max_rows = j->y1 - j->y0;
+        j->dec.words = (const uint32_t *)words[got].buf;
+        j->dec.n_words = words[got].len / 4;
+        j->dec.state = (uint64_t)j->dec.words[0] | ((uint64_t)j->dec.words[1] << 32);
+        j->dec.pos = 2;
+    }
+    if (n == 0 || expected_y0 != c.Y) {
+        PyErr_SetString(PyExc_ValueError, "stripes do not cover the block's rows");
         goto done;
     }
-    st[0] = dec.state;
-    st[1] = (uint64_t)dec.pos;
+    if (threads < 1) threads = 1;
+    if (threads > n) threads = (int)n;
+    {
+        Worker workers[64];
+        pthread_t ids[64];
+        Barrier barrier = {.parties = 1, .waiting = 0, .generation = 0, .open = 0};
+        int started = 0, failed = 0;
+        if (threads > 64) threads = 64;
+        pthread_mutex_init(&barrier.mutex, NULL);
+        pthread_cond_init(&barrier.cond, NULL);
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < threads; i++) workers[i] = (Worker){&c, jobs, (int)n, threads, i, max_rows, &barrier, 0};
+        for (int i = 1; i < threads; i++) {
+            if (pthread_create(&ids[i], NULL, decode_worker, &workers[i]) != 0) break;
+            started++;
+        }
+        /* Share the stripes among the threads that did start, then let them go. */
+        pthread_mutex_lock(&barrier.mutex);
+        for (int i = 0; i <= started; i++) workers[i].n_threads = started + 1;
+        barrier.parties = started + 1;
+        barrier.open = 1;
+        pthread_cond_broadcast(&barrier.cond);
+        pthread_mutex_unlock(&barrier.mutex);
+        decode_worker(&workers[0]);
+        for (int i = 1; i <= started; i++) pthread_join(ids[i], NULL);
+        Py_END_ALLOW_THREADS
+        pthread_mutex_destroy(&barrier.mutex);
+        pthread_cond_destroy(&barrier.cond);
+        for (int i = 0; i <= started; i++) failed |= workers[i].failed;
+        if (failed) {
+            PyErr_SetString(PyExc_MemoryError, "emzip engine: no memory for a decoding thread's scratch");
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Decoder *d = &jobs[i].dec;
+        if (d->failed || d->state != RANS_L || d->pos != d->n_words) {
+            PyErr_Format(PyExc_ValueError, "stripe %zd: stream does not end where its voxels do", i);
+            goto done;
+        }
+    }
     result = Py_None;
     Py_INCREF(result);
 done:
-    free_scratch(&s);
+    for (Py_ssize_t i = 0; i < got && words != NULL; i++)
+        if (words[i].obj) PyBuffer_Release(&words[i]);
+    free(words);
+    free(jobs);
+    Py_DECREF(seq);
     release_common(&c);
-    if (words.obj) PyBuffer_Release(&words);
-    if (state.obj) PyBuffer_Release(&state);
     return result;
 }
 
@@ -684,7 +779,7 @@ static PyObject *use_kernel(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"use_kernel", use_kernel, METH_VARARGS, "Select the multiply-add kernel: 'portable', 'avx2' or 'auto'."},
     {"encode_stripe", encode_stripe, METH_VARARGS, "Encode one stripe of every slice; returns the rANS words."},
-    {"decode_slice", decode_slice, METH_VARARGS, "Decode one stripe of one slice in place."},
+    {"decode_block", decode_block, METH_VARARGS, "Decode a block's stripes in place, on threads."},
     {NULL, NULL, 0, NULL},
 };
 

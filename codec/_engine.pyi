@@ -13,17 +13,14 @@ def use_kernel(name: str) -> str: ...
 def encode_stripe(
     volume: Any, depth: int, rows: int, cols: int, y0: int, y1: int, model: Any, cum: Any, lut: Any
 ) -> bytes: ...
-def decode_slice(
+def decode_block(
     volume: Any,
     depth: int,
     rows: int,
     cols: int,
-    y0: int,
-    y1: int,
-    z: int,
     model: Any,
     cum: Any,
     lut: Any,
-    words: Any,
-    state: Any,
+    stripes: list[tuple[int, int, Any]],
+    threads: int,
 ) -> None: ...

@@ -1,14 +1,13 @@
 """Glue around the compiled engine (codec/_engine.c): stripes, threads and stream checks.
 
-One engine call codes one stripe of one slice (decoding) or one stripe of the whole block
-(encoding); Python never touches a voxel. Stripes of one slice are independent, so a block
-decodes on up to ``stripes`` threads (the engine releases the GIL); slices follow each other
-because every slice reads the two before it.
+One engine call decodes a whole block, or encodes one stripe of it; Python never touches a
+voxel. Stripes of one slice are independent, so the engine decodes a block on up to ``stripes``
+threads of its own (pthreads, the GIL released), slice by slice behind a barrier, because every
+slice reads the two before it; encoding runs the stripes on Python threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -51,48 +50,30 @@ def encode_block(volume: np.ndarray, model: np.ndarray, family: str, stripes: in
 
 
 def decode_blocks(
-    jobs: list[tuple[list[bytes], tuple[int, int, int], np.ndarray, str]],
-    threads: int = 1,
-    on_slice: Callable[[int, int], None] | None = None,
+    jobs: list[tuple[list[bytes], tuple[int, int, int], np.ndarray, str]], threads: int = 1
 ) -> list[np.ndarray]:
-    """Decode several blocks (streams, shape, model, family); their stripes share ``threads`` threads."""
-    outputs: list[np.ndarray] = []
-    tasks: list[tuple[int, int, int, int, np.ndarray, np.ndarray]] = []  # (block, stripe, y0, y1, words, state)
-    for b, (streams, shape, _model, _family) in enumerate(jobs):
-        outputs.append(np.zeros(shape, np.uint8))
-        starts = stripe_starts(shape[1], len(streams))
-        for s, stream in enumerate(streams):
-            tasks.append((b, s, int(starts[s]), int(starts[s + 1]), _words(stream), np.zeros(2, np.uint64)))
-    models = [np.ascontiguousarray(m, dtype=np.int32) for _, _, m, _ in jobs]
-    tabs = [coder_tables(f) for _, _, _, f in jobs]
-    depth = max((shape[0] for _, shape, _, _ in jobs), default=0)
+    """Decode several blocks (streams, shape, model, family) on ``threads`` threads in all.
 
-    def run(task: tuple[int, int, int, int, np.ndarray, np.ndarray], z: int) -> None:
-        b, _s, y0, y1, words, state = task
-        depth, rows, cols = outputs[b].shape
-        if z >= depth:
-            return
+    One engine call decodes a whole block, its stripes on up to ``threads`` threads (slice by
+    slice, behind a barrier: a slice reads the two before it). With more blocks than threads,
+    the blocks themselves are spread over the threads, one thread each.
+    """
+
+    def one(job: tuple[list[bytes], tuple[int, int, int], np.ndarray, str], block_threads: int) -> np.ndarray:
+        streams, shape, model, family = job
+        out = np.zeros(shape, np.uint8)
+        starts = stripe_starts(shape[1], len(streams))
+        stripes = [(int(starts[s]), int(starts[s + 1]), _words(stream)) for s, stream in enumerate(streams)]
+        t = coder_tables(family)
         try:
-            _engine.decode_slice(
-                outputs[b], depth, rows, cols, y0, y1, z, models[b], tabs[b].cum, tabs[b].lut, words, state
+            _engine.decode_block(
+                out, *shape, np.ascontiguousarray(model, dtype=np.int32), t.cum, t.lut, stripes, block_threads
             )
         except ValueError as exc:
-            raise StreamError(f"block {b} slice {z}: {exc}") from exc
+            raise StreamError(str(exc)) from exc
+        return out
 
-    pool = ThreadPoolExecutor(threads) if threads > 1 and len(tasks) > 1 else None
-    try:
-        for z in range(depth):
-            if pool is None:
-                for task in tasks:
-                    run(task, z)
-            else:
-                list(pool.map(run, tasks, [z] * len(tasks)))
-            if on_slice is not None:
-                on_slice(z + 1, depth)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    for b, s, _y0, _y1, words, state in tasks:
-        if int(state[0]) != RANS_L or int(state[1]) != words.size:
-            raise StreamError(f"block {b} stripe {s}: stream does not end where its voxels do")
-    return outputs
+    if threads > 1 and len(jobs) >= threads:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, jobs, [1] * len(jobs)))
+    return [one(job, threads) for job in jobs]
