@@ -34,6 +34,7 @@ from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
 from tasks.provenance import load_record, new_record, write_record
 from tasks.pruning import prune_raw_files
 from tasks.readiness import DEFAULT_MARKER, scan_volume
+from tasks.revisions import SourceChangedError, find_revisions
 from tasks.shipping import assign_batches, backend_from_config, batch_files, outbox_file, record_transfer
 from tasks.steps import BlockData, encode_block, read_block, ship_batch, verify_block
 from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
@@ -51,6 +52,8 @@ MAX_UNVERIFIED = 32
 MAX_EDGE_ATTEMPTS = 3
 #: Batches whose transfer runs beside training (a Globus transfer waits minutes for its checksums).
 MAX_SHIPPING = 2
+#: What the edge does with a coded block whose raw data changed: code it again as a new version, or refuse the run.
+CHANGED_SOURCE_ACTIONS = ("recode", "refuse")
 
 T = TypeVar("T")
 
@@ -78,15 +81,22 @@ def _start_read(run: _Run, record: BlockRecord) -> PrefectFuture[BlockData] | No
 
 
 def _encode_and_record(
-    run: _Run, block: BlockRef, warm: dict[str, torch.Tensor] | None, reading: PrefectFuture[BlockData]
-) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
-    """Encode one block into the outbox, with its provenance record (not yet verified).
+    run: _Run,
+    record_in: BlockRecord,
+    warm: dict[str, torch.Tensor] | None,
+    reading: PrefectFuture[BlockData],
+    history: list[dict[str, Any]],
+) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None, str | None]:
+    """Encode one block version into the outbox, with its provenance record (not yet verified).
 
-    ``reading`` is the block's read, started by ``_start_read`` when the block was claimed.
+    ``reading`` is the block's read, started by ``_start_read`` when the block was claimed;
+    ``history`` the block's superseded versions (``Ledger.versions``), recorded in provenance.
+    Returns the encoded block, the model's weights and the raw files' stamp taken before the read.
     """
+    block, version = record_in.block, record_in.version
     read = reading.result()
     data, read_s = read.voxels, read.seconds
-    encoded, state = encode_block(block.block_id, block.as_json(), data, run.settings, str(run.outbox), warm)
+    encoded, state = encode_block(block.block_id, block.as_json(), data, run.settings, str(run.outbox), warm, version)
     record = new_record(
         block,
         volume_shape=run.volume.shape,
@@ -96,12 +106,18 @@ def _encode_and_record(
         units=run.volume.units,
         source=run.source,
     )
+    record["block"]["version"] = version
+    if history:
+        record["supersedes"] = [
+            {key: item[key] for key in ("version", "bounds", "state", "raw_sha256", "compressed_sha256", "reason")}
+            for item in history
+        ]
     record["encoding"] = encoded.encoding
     record["verification"] = None
     record["timings_s"] = {"read": round(read_s, 3), "encode": round(encoded.seconds, 3)}
-    write_record(outbox_paths(run.outbox, block)[1], record)
+    write_record(outbox_paths(run.outbox, block, version)[1], record)
     failpoint("record.written")
-    return encoded, state
+    return encoded, state, read.stamp
 
 
 def _bring_to_encoded(
@@ -120,7 +136,8 @@ def _bring_to_encoded(
     if record.state == "discovered":
         if reading is None:
             raise ValueError(f"{record.block_id}: needs encoding but no read was started for it")
-        encoded, warm = _encode_and_record(run, record.block, warm, reading)
+        history = ledger.versions(record.block_id) if record.version > 1 else []
+        encoded, warm, stamp = _encode_and_record(run, record, warm, reading, history)
         record = ledger.advance(
             record.block_id,
             worker,
@@ -132,9 +149,10 @@ def _bring_to_encoded(
             codec=encoded.codec,
             bits_per_voxel=encoded.bits_per_voxel,
             outbox_path=str(encoded.container_path),
+            raw_stamp=stamp,
             timings={"encode": round(encoded.seconds, 3)},
         )
-    if record.state == "encoded" and not all(p.is_file() for p in outbox_paths(outbox, record.block)):
+    if record.state == "encoded" and not all(p.is_file() for p in outbox_paths(outbox, record.block, record.version)):
         get_run_logger().warning("%s: outbox files missing after a restart; encoding again", record.block_id)
         ledger.advance(record.block_id, worker, "discovered", release=True)
         return None, warm
@@ -143,7 +161,7 @@ def _bring_to_encoded(
 
 def _submit_verification(record: BlockRecord, outbox: Path) -> Any:
     """Start the separate verifying decode of an encoded block (a future: the flow goes on)."""
-    container, prov_path = outbox_paths(outbox, record.block)
+    container, prov_path = outbox_paths(outbox, record.block, record.version)
     prov = load_record(prov_path)
     return verify_block.submit(
         record.block_id,
@@ -159,7 +177,7 @@ def _record_verification(
     ledger: Ledger, worker: str, record: BlockRecord, outbox: Path, result: VerifyResult
 ) -> BlockRecord:
     """Write a passed verification into the block's record, then move the ledger to verified."""
-    _, prov_path = outbox_paths(outbox, record.block)
+    _, prov_path = outbox_paths(outbox, record.block, record.version)
     prov = load_record(prov_path)
     prov["verification"] = result.as_json()
     prov["timings_s"]["verify"] = result.seconds
@@ -345,6 +363,7 @@ def acquisition_flow(
     transfer_retries: int = 4,
     prune_outbox: str = "off",
     prune_raw: str = "off",
+    on_changed_source: str = "recode",
 ) -> dict[str, Any]:
     """Scan ``acquisition``, compress and verify every ready block, ship them with ``transfer``.
 
@@ -355,7 +374,15 @@ def acquisition_flow(
     summary (also an artifact). Pruning is off by default; ``"dry-run"`` logs in the ledger what
     would go, ``"delete"`` deletes: outbox copies once the destination confirmed their checksum
     (``prune_outbox``), raw acquisition files once every block reading them is shipped (``prune_raw``).
+
+    Blocks already coded are checked against the source as it is now (``tasks.revisions``): a
+    block whose bounds grew (a tail coded while the acquisition was shorter) is coded again as its
+    next version, and so is one whose raw data changed, with a WARNING naming its slices
+    (``on_changed_source="recode"``); ``"refuse"`` stops the run instead (``SourceChangedError``,
+    naming the slices) before anything is coded, shipped or pruned.
     """
+    if on_changed_source not in CHANGED_SOURCE_ACTIONS:
+        raise ValueError(f"on_changed_source must be one of {CHANGED_SOURCE_ACTIONS}, got {on_changed_source!r}")
     logger = get_run_logger()
     outbox_path = Path(outbox)
     source = resolve_source(acquisition, volume_name, layout)  # type: ignore[arg-type]
@@ -382,6 +409,7 @@ def acquisition_flow(
             assume_complete=assume_complete,
         )
         added = ledger_db.discover(report.ready)
+        recoded = _revise(ledger_db, report.volume, report.ready, refuse=on_changed_source == "refuse")
         retried = ledger_db.retry_failed(volume=source.name, max_attempts=MAX_EDGE_ATTEMPTS, to_state="discovered")
         if retried:
             logger.warning(
@@ -403,6 +431,7 @@ def acquisition_flow(
         verified: list[BlockRecord] = []
         disk_full: Exception | None = None
         held_back: set[str] = set()  # verified, but their transfer failed in this run: the next run ships them
+        shipped_now: list[str] = []
         # Encoded blocks wait in ``to_verify`` and go to the verifier pool as it has room (each
         # worker busy and one more queued for it): the verifying decodes take what training leaves
         # of the CPU while the next blocks train, and the flow waits for them only when
@@ -453,6 +482,7 @@ def acquisition_flow(
             for shipment in due:
                 shipped = _finish_shipping(ledger_db, worker, backend, outbox_path, shipment, prune_outbox)
                 held_back.update(i for i in shipment.ids if i not in shipped)
+                shipped_now.extend(shipped)
 
         def claim_next(taken: int) -> tuple[BlockRecord, PrefectFuture[BlockData] | None] | None:
             """Claim the next block (None when there is none, or ``max_blocks`` are taken) and start its read."""
@@ -500,17 +530,59 @@ def acquisition_flow(
         progress.update(100.0)
         if prune_raw != "off":
             pruned = prune_raw_files(ledger_db, report.volume, grid, dry_run=prune_raw != "delete")
+            kept = ", ".join(f"{count} {why}" for why, count in sorted(pruned.kept_reasons.items())) or "none"
             logger.info(
-                "%s: raw files %s: %d (%d kept for unshipped blocks)",
+                "%s: raw files %s: %d; kept: %s",
                 source.name,
                 "deleted" if not pruned.dry_run else "deletable",
                 len(pruned.files),
-                pruned.kept,
+                kept,
             )
-        return _summarise(ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started)
+        this_run = {"coded": done, "shipped": len(shipped_now), "recoded": recoded, "grid": list(grid)}
+        return _summarise(
+            ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started, this_run
+        )
     finally:
         ledger_db.release_all(worker)  # an exception must not leave blocks claimed until the lease ends
         ledger_db.close()
+
+
+def _revise(ledger: Ledger, volume: Volume, ready: list[BlockRef], *, refuse: bool) -> list[str]:
+    """Supersede coded blocks that grew or whose raw data changed (``tasks.revisions``); returns their ids.
+
+    Changed raw data is refused instead (``SourceChangedError`` naming every block and its
+    slices) when ``refuse``; grown blocks are always coded again: a longer acquisition is normal.
+    """
+    logger = get_run_logger()
+    revisions, renew = find_revisions(volume, ledger.blocks(volume.source.name), {b.block_id: b for b in ready})
+    for block_id, stamp in renew.items():
+        ledger.restamp(block_id, stamp)
+    changed = [r for r in revisions if not r.grown]
+    if changed and refuse:
+        listed = "; ".join(f"{r.old.block_id}: {r.reason}" for r in changed)
+        raise SourceChangedError(
+            f"{volume.source.location}: raw data changed after it was coded, run refused (on_changed_source=refuse): "
+            f"{listed}. Restore the original files, or run with on_changed_source=recode to code and ship the "
+            "changed blocks again as new versions"
+        )
+    recoded = []
+    for revision in revisions:
+        version = revision.old.version
+        new_version = ledger.supersede(revision.block, revision.reason)
+        if new_version is None:
+            logger.warning(
+                "%s: %s; another run holds it: looked at again next run", revision.old.block_id, revision.reason
+            )
+            continue
+        logger.warning(
+            "%s: %s; version %d is coded again as version %d",
+            revision.old.block_id,
+            revision.reason,
+            version,
+            new_version,
+        )
+        recoded.append(revision.old.block_id)
+    return recoded
 
 
 def _legacy_location(outbox: Path, volume: str) -> str | None:
@@ -553,7 +625,10 @@ def _key(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower())[:60] or "volume"
 
 
-def _summarise(ledger: Ledger, volume: str, shape: tuple[int, ...], waiting: int, seconds: float) -> dict[str, Any]:
+def _summarise(
+    ledger: Ledger, volume: str, shape: tuple[int, ...], waiting: int, seconds: float, this_run: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's artifacts (table, summary) and its return value: this run's counts apart from the volume's totals."""
     records = ledger.blocks(volume)
     rows = [_table_row(r) for r in records]
     create_table_artifact(rows, key=f"blocks-{_key(volume)}", description=f"{volume}: every block in the ledger")
@@ -565,7 +640,10 @@ def _summarise(ledger: Ledger, volume: str, shape: tuple[int, ...], waiting: int
     lines = [
         f"# emzip acquisition: {volume}",
         "",
-        f"Volume shape {list(shape)}; {progress['shipped'] + progress['restored']} blocks shipped, "
+        f"This run: {this_run['coded']} blocks taken, {this_run['shipped']} shipped, "
+        f"{len(this_run['recoded'])} coded again as new versions (grown or changed).",
+        "",
+        f"Volume in total: shape {list(shape)}; {progress['shipped'] + progress['restored']} blocks shipped, "
         f"{progress['failed']} failed, {sum(progress[s] for s in EDGE_STATES)} pending, {waiting} waiting for data.",
         "",
         f"Bits per voxel over shipped blocks: **{bits:.3f}** (raw 8.000, ratio {8.0 / bits if bits else 0:.2f}x); "
@@ -591,4 +669,6 @@ def _summarise(ledger: Ledger, volume: str, shape: tuple[int, ...], waiting: int
         "bits_per_voxel": bits,
         "failures": failures,
         "seconds": seconds,
+        "this_run": this_run,
+        "grid": this_run["grid"],
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -102,6 +103,31 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+class _NoTracebackOnConsole:
+    """A logging filter for the console: a failed flow's traceback goes to the Prefect run log, not the terminal.
+
+    The ``run`` command prints one clean line for the errors it knows; Prefect's flow engine also
+    logs the exception with its traceback. The run's own log handler (on ``prefect.flow_runs``)
+    sees the record first, whole; this filter sits on the root logger's console handler, which
+    sees it after, and drops only the traceback there.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = f"{record.getMessage()} (traceback in the run's log)"
+            record.args = ()
+        return True
+
+
+def _console_without_tracebacks() -> None:
+    """Install ``_NoTracebackOnConsole`` on the root logger's handlers (Prefect's console handler)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoTracebackOnConsole) for f in handler.filters):
+            handler.addFilter(_NoTracebackOnConsole())
+
+
 def _demo(args: argparse.Namespace) -> int:
     """The whole pipeline on a generated acquisition, against Prefect's local API."""
     _quiet_prefect()
@@ -126,6 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.ledger import LedgerError
     from tasks.volumes import VolumeError, resolve_source
 
+    _console_without_tracebacks()
     block = _block_shape(args.block)
     try:
         resolve_source(args.acquisition, args.name, args.layout, identify=False)  # a clear error before Prefect starts
@@ -137,15 +164,31 @@ def _run(args: argparse.Namespace) -> int:
             block_shape=block,
             codec={"effort": args.effort},
             assume_complete=True,
+            on_changed_source=args.on_change,
         )
     except (VolumeError, LedgerError) as exc:
         print(f"emzip run: {exc}", file=sys.stderr)
         return 2
-    edge, restored = result["edge"], result["restore"]
+    edge, restored, missing = result["edge"], result["restore"], result["missing"]
+    now = edge["this_run"]
     print(
-        f"{edge['volume']}: {edge['progress']['shipped']} blocks shipped at {edge['bits_per_voxel']:.3f} bits/voxel, "
-        f"{len(edge['failures'])} failed; {restored['progress']['restored']} restored under {args.dest}"
+        f"{edge['volume']}: this run coded {now['coded']} blocks ({len(now['recoded'])} of them again, as new "
+        f"versions) and shipped {now['shipped']}; the volume has {edge['progress']['shipped']} blocks shipped at "
+        f"{edge['bits_per_voxel']:.3f} bits/voxel and {len(edge['failures'])} failed; "
+        f"{len(restored['rows'])} restored by this run under {args.dest}"
     )
+    if missing:
+        print(f"emzip run: {edge['volume']}: {len(missing)} blocks of the source are not restored:", file=sys.stderr)
+        for block_id, why in sorted(missing.items()):
+            print(f"  {block_id}: {why}", file=sys.stderr)
+        dest = Path(args.dest)
+        print(
+            "emzip run: once the cause is fixed, put failed blocks back and run again: "
+            f"emzip retry {dest / 'edge' / 'outbox' / 'ledger.sqlite'} --side edge; "
+            f"emzip retry {dest / 'datacenter' / 'restored' / 'ledger.sqlite'} --side datacenter",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if not edge["failures"] else 1
 
 
@@ -183,9 +226,16 @@ def _convert(args: argparse.Namespace) -> int:
         return 2
     bits = 8.0 * report.archive_bytes / max(report.source_bytes, 1)
     print(
-        f"{report.archive}: {report.converted} blocks converted now, {report.already_done} before, "
-        f"{report.blocks} in all; {bits:.3f} bits per byte of the source"
+        f"{report.archive}: {report.converted} blocks converted now ({len(report.recoded)} of them again, as new "
+        f"versions of blocks that grew), {report.already_done} before, {report.blocks} in all; "
+        f"{bits:.3f} bits per byte of the source"
     )
+    if report.missing:
+        print(f"emzip convert: {len(report.missing)} blocks of the source are not in the archive:", file=sys.stderr)
+        for block_id, why in sorted(report.missing.items()):
+            print(f"  {block_id}: {why}", file=sys.stderr)
+        print("emzip convert: run the same command again to convert them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -375,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="volume id, used as is (default: the folder name plus the acquisition's id, never shared "
         "by two acquisitions)",
+    )
+    r.add_argument(
+        "--on-change",
+        default="recode",
+        choices=["recode", "refuse"],
+        help="raw data of blocks already coded changed: code and ship them again as new versions (default), "
+        "or refuse the run, naming the slices",
     )
     r.set_defaults(func=_run)
     k = sub.add_parser("convert", help="an emzip-coded OME-Zarr copy, with pyramid, of a zarr/N5/TIFF volume")

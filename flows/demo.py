@@ -45,8 +45,11 @@ def run_pipeline(
     codec: dict[str, Any] | None = None,
     settle_seconds: float = 0.0,
     assume_complete: bool = True,
+    on_changed_source: str = "recode",
+    prune_raw: str = "off",
 ) -> dict[str, Any]:
-    """Acquisition flow then restore flow, with the local backend; returns both summaries."""
+    """Acquisition flow then restore flow, with the local backend; returns both summaries and the
+    blocks of the source not restored as the edge last coded them (``missing``: id -> why)."""
     paths = _layout(workdir)
     edge = acquisition_flow(
         acquisition=str(acquisition),
@@ -58,9 +61,26 @@ def run_pipeline(
         settle_seconds=settle_seconds,
         assume_complete=assume_complete,
         codec=codec,
+        on_changed_source=on_changed_source,
+        prune_raw=prune_raw,
     )
-    restored = restore_flow(inbox=str(paths["inbox"]), restored=str(paths["restored"]))
-    return {"edge": edge, "restore": restored}
+    transfer = {"kind": "local", "destination": str(paths["inbox"])}
+    restored = restore_flow(
+        inbox=str(paths["inbox"]),
+        restored=str(paths["restored"]),
+        redelivery={"outbox": str(paths["outbox"]), "transfer": transfer},
+    )
+    return {"edge": edge, "restore": restored, "missing": missing_after_run(paths, edge)}
+
+
+def missing_after_run(paths: dict[str, Path], edge: dict[str, Any]) -> dict[str, str]:
+    """Block id -> why, for every block of the source that the run did not restore as the edge last coded it."""
+    from tasks.completeness import run_gaps
+    from tasks.ledger import Ledger
+
+    volume = edge["volume"]
+    with Ledger(paths["outbox"] / "ledger.sqlite") as at_edge, Ledger(paths["restored"] / "ledger.sqlite") as at_dc:
+        return run_gaps(at_edge, at_dc, volume, tuple(edge["shape"]), tuple(edge["grid"]))
 
 
 def png_bits_per_voxel(volume: np.ndarray) -> float:

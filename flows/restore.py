@@ -12,13 +12,18 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tasks.completeness import datacenter_gaps
 from tasks.diskspace import OutOfSpaceError, out_of_space
 from tasks.ledger import Ledger, worker_identity
-from tasks.names import inside
+from tasks.names import UnsafeInputError, inside
+from tasks.omezarr import set_completeness
 from tasks.pyramid import footprint_key, whole_from
 from tasks.pyramid_pass import Chunk, carry_up
-from tasks.restoring import DAMAGED_AFTER_SECONDS, ReceivedBlock, find_received, prepare_targets
+from tasks.redelivery import REDELIVERIES, redeliver
+from tasks.restoring import DAMAGED_AFTER_SECONDS, InboxScan, ReceivedBlock, Restored, find_received, prepare_targets
+from tasks.shipping import backend_from_config
 from tasks.steps import DISK_FULL, FAILED, RESTORED, pyramid_chunks, restore_blocks
+from tasks.targets import TargetError, read_target
 
 
 @flow(name="emzip-restore")
@@ -30,6 +35,7 @@ def restore_flow(
     blocks_per_task: int | None = None,
     damaged_after: float = DAMAGED_AFTER_SECONDS,
     pyramid: bool = True,
+    redelivery: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
 
@@ -48,14 +54,24 @@ def restore_flow(
     run's fixed cost is paid once for several blocks. ``pyramid=False`` defers the pyramid: what
     the blocks touched stays pending in the ledger and the next run with ``pyramid=True`` brings
     it up to date (for example a fast restore now, pyramids at night).
+
+    ``redelivery`` (``{"outbox": EDGE_OUTBOX, "transfer": BACKEND_CONFIG}``, the edge's backend
+    config whose destination is this inbox) lets the run ask for a container again when it
+    disagrees with its record (``tasks.redelivery``, up to ``REDELIVERIES`` times); one still
+    damaged after that is refused at once, loudly. Without it a damaged container waits
+    ``damaged_after`` seconds (a transfer may still be writing it), then is refused. Each volume's
+    image says in its attributes whether it is complete and which blocks are missing; the
+    summary's ``incomplete`` lists them with the reasons.
     """
     if blocks_per_task is not None and blocks_per_task < 1:
         raise ValueError(f"blocks_per_task must be at least 1, got {blocks_per_task}")
     logger = get_run_logger()
     started = time.monotonic()
     with Ledger(ledger or Path(restored) / "ledger.sqlite") as db:
-        done = {r.block_id: r.raw_sha256 for r in db.blocks(states=("restored",))}
+        done = {r.block_id: (r.version, r.raw_sha256) for r in db.blocks(states=("restored",))}
         scan = find_received(Path(inbox), done, damaged_after)
+        if redelivery is not None:
+            scan = _redeliver_damaged(scan, Path(inbox), redelivery, done, damaged_after)
         received = scan.received
         for path, why in scan.waiting.items():
             logger.info("%s: not restored yet: %s", path, why)
@@ -66,7 +82,12 @@ def restore_flow(
         for item in received:
             if str(item.container_path) in refused_before:
                 db.accept(str(item.container_path))
-            db.receive(item.block, compressed_sha256=item.valid.compressed_sha256, raw_sha256=item.valid.raw_sha256)
+            db.receive(
+                item.block,
+                item.valid.version,
+                compressed_sha256=item.valid.compressed_sha256,
+                raw_sha256=item.valid.raw_sha256,
+            )
         db.retry_failed(max_attempts=3, to_state="shipped")
         worker = worker_identity()
         by_id = {item.block.block_id: item for item in received}
@@ -110,6 +131,8 @@ def restore_flow(
             logger.error("%s: pyramid not brought up to date (the next run tries again): %s", volume, why)
         pyramid_seconds = time.monotonic() - pyramid_started
         progress = db.progress()
+        touched = {item.block.volume for item in received} | {Path(p).parent.name for p in scan.refused}
+        incomplete = _mark_completeness(db, Path(restored), touched) if disk_full is None else {}
     if disk_full is not None:
         raise OutOfSpaceError(f"{restored}: restore stopped, disk full: {disk_full}")
     if rows:
@@ -125,7 +148,12 @@ def restore_flow(
         f"# emzip restore\n\n{progress['restored']} blocks restored in total, {len(rows)} handled by this run, "
         f"{progress['failed']} failed, {len(scan.waiting)} files waiting, {len(scan.refused)} refused "
         f"({damaged} damaged); {time.monotonic() - started:.1f} s ({pyramid_seconds:.1f} s of it for pyramids"
-        f"{', ' + str(len(unfinished)) + ' not finished' if unfinished else ''}).",
+        f"{', ' + str(len(unfinished)) + ' not finished' if unfinished else ''})."
+        + "".join(
+            f"\n\n**{volume} is incomplete**: {len(gaps)} blocks missing: "
+            + ", ".join(f"`{block_id}` ({why})" for block_id, why in sorted(gaps.items())[:20])
+            for volume, gaps in incomplete.items()
+        ),
         key="restore-summary",
     )
     return {
@@ -139,7 +167,62 @@ def restore_flow(
         "pyramid_seconds": round(pyramid_seconds, 3),
         "pyramids_unfinished": unfinished,
         "runner_start_seconds": round(runner_seconds, 3),
+        "incomplete": incomplete,
+        "superseded": len(scan.superseded),
     }
+
+
+def _redeliver_damaged(
+    scan: InboxScan, inbox: Path, redelivery: dict[str, Any], done: dict[str, Restored], damaged_after: float
+) -> InboxScan:
+    """Ask the edge's backend for every container that disagrees with its record, then look again.
+
+    Up to ``REDELIVERIES`` rounds; what still disagrees after them (or could not be delivered)
+    is refused now, with why, instead of waiting ``damaged_after`` seconds.
+    """
+    logger = get_run_logger()
+    backend = backend_from_config(redelivery["transfer"])
+    outbox = Path(redelivery["outbox"])
+    failures: dict[str, str] = {}
+    for attempt in range(1, REDELIVERIES + 1):
+        if not scan.mismatched:
+            return scan
+        for path, why in scan.mismatched.items():
+            logger.warning("%s: %s; asking %s for it again (%d of %d)", path, why, backend.name, attempt, REDELIVERIES)
+        failures = redeliver(backend, inbox, outbox, [Path(p) for p in scan.mismatched])
+        scan = find_received(inbox, done, damaged_after)
+        if failures:
+            break
+    for path, why in scan.mismatched.items():
+        scan.waiting.pop(path, None)
+        cause = failures.get(path, f"still differs after {REDELIVERIES} deliveries")
+        scan.refused[path] = f"{path}: damaged: {why}; delivered again: {cause}"
+    return scan
+
+
+def _mark_completeness(db: Ledger, restored: Path, volumes: set[str]) -> dict[str, dict[str, str]]:
+    """Write each volume's completeness into its image's attributes; returns volume -> missing block -> why."""
+    logger = get_run_logger()
+    incomplete: dict[str, dict[str, str]] = {}
+    for volume in sorted(volumes):
+        try:
+            target = inside(restored, f"{volume}.zarr")
+            info = read_target(target)
+        except (UnsafeInputError, TargetError):
+            continue
+        if info is None:
+            continue
+        gaps = datacenter_gaps(db, volume, info.shape, info.grid)  # type: ignore[arg-type]
+        set_completeness(target, list(gaps))
+        if gaps:
+            incomplete[volume] = gaps
+            logger.warning(
+                "%s: %d of its blocks are not restored (the image's attributes list them): %s",
+                volume,
+                len(gaps),
+                "; ".join(f"{block_id}: {why}" for block_id, why in sorted(gaps.items())[:10]),
+            )
+    return incomplete
 
 
 def _mark_pyramids(db: Ledger, items: list[ReceivedBlock], new_levels: dict[str, list[int]]) -> None:

@@ -14,7 +14,7 @@ from codec.api import encode
 from codec.settings import Settings
 from tasks.atomic import atomic_write_bytes
 from tasks.failpoints import failpoint
-from tasks.grid import BlockRef
+from tasks.grid import BlockRef, versioned_stem
 
 __all__ = ["EncodedBlock", "encode_to_outbox", "outbox_paths"]
 
@@ -41,10 +41,11 @@ class EncodedBlock:
         return 8.0 * self.compressed_bytes / max(self.block.voxels, 1)
 
 
-def outbox_paths(outbox: Path, block: BlockRef) -> tuple[Path, Path]:
-    """(container, provenance) paths of a block in the outbox."""
+def outbox_paths(outbox: Path, block: BlockRef, version: int = 1) -> tuple[Path, Path]:
+    """(container, provenance) paths of one version of a block in the outbox (``grid.versioned_stem``)."""
     folder = outbox / block.volume
-    return folder / f"{block.file_stem}.emz", folder / f"{block.file_stem}.prov.json"
+    stem = versioned_stem(block, version)
+    return folder / f"{stem}.emz", folder / f"{stem}.prov.json"
 
 
 def _crash_test_points(stage: str, done: int, total: int) -> None:
@@ -59,15 +60,16 @@ def encode_to_outbox(
     settings: Settings,
     outbox: Path,
     warm_start: dict[str, torch.Tensor] | None = None,
+    version: int = 1,
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
-    """Encode ``data`` (the block's voxels) and write the container atomically.
+    """Encode ``data`` (the block's voxels) and write the container atomically (as ``version``).
 
     Returns the encoded block and the trained model's weights (to warm-start the next block).
     """
     if data.shape != block.shape:
         raise ValueError(f"{block.block_id}: read {data.shape}, expected {block.shape}")
     result = encode(data, settings, warm_start=warm_start, progress=_crash_test_points)
-    container_path, _ = outbox_paths(outbox, block)
+    container_path, _ = outbox_paths(outbox, block, version)
     atomic_write_bytes(container_path, result.data)
     failpoint("encode.written")
     training = result.training

@@ -18,7 +18,7 @@ DEFAULT_DEPTH = 64
 DEFAULT_TILE = 512
 _ID_PATTERN = re.compile(r"^(?P<volume>.+)/z(?P<z>\d{4,})_y(?P<y>\d{4,})_x(?P<x>\d{4,})$")
 
-__all__ = ["BlockRef", "block_grid", "choose_block_shape", "parse_block_id"]
+__all__ = ["BlockRef", "block_grid", "choose_block_shape", "parse_block_id", "versioned_stem"]
 
 
 @dataclass(frozen=True, order=True)
@@ -68,6 +68,17 @@ class BlockRef:
         """Inverse of ``as_json``."""
         (z0, z1), (y0, y1), (x0, x1) = data["bounds"]
         return cls(data["volume"], z0, z1, y0, y1, x0, x1)
+
+
+def versioned_stem(block: BlockRef, version: int = 1) -> str:
+    """A block version's file name stem: ``z0064_y0512_x0000`` for version 1, ``z0064_y0512_x0000.v2`` after.
+
+    Each version has files of its own, so coding a block again never overwrites the copy that was
+    shipped (and may not yet be restored) under the old version's names.
+    """
+    if version < 1:
+        raise ValueError(f"{block.block_id}: block version must be at least 1, got {version}")
+    return block.file_stem if version == 1 else f"{block.file_stem}.v{version}"
 
 
 def parse_block_id(block_id: str) -> tuple[str, int, int, int]:

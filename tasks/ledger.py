@@ -11,6 +11,12 @@ expired or, on the same host, the claiming process is gone, so a process killed 
 the block retryable, never stuck or lost. SQLite runs in WAL mode with a busy timeout; claims use
 ``BEGIN IMMEDIATE`` so two workers can never claim the same block.
 
+Versions: a block is (volume, grid position, version). When a block's bounds grow (the
+acquisition was shorter than its extent when it was coded) or its raw data changes, ``supersede``
+keeps the old version's row in ``block_versions`` and starts the block again as the next version
+(``discovered`` at the edge, ``shipped`` at the data center when a newer version arrives), so
+provenance keeps every version and only the newest is restored.
+
 Transfer batches (``batches`` table) persist the Globus ``submission_id`` obtained before
 submitting, so a retry after a crash re-submits under the same id and can never start a second copy.
 """
@@ -53,6 +59,7 @@ _FIELDS = (
     "bits_per_voxel",
     "outbox_path",
     "batch_id",
+    "raw_stamp",
 )
 
 _SCHEMA = """
@@ -77,7 +84,9 @@ CREATE TABLE IF NOT EXISTS blocks (
     claim_expires REAL,
     timings TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    raw_stamp TEXT
 );
 CREATE INDEX IF NOT EXISTS blocks_volume_state ON blocks (volume, state);
 CREATE TABLE IF NOT EXISTS events (
@@ -112,17 +121,33 @@ CREATE TABLE IF NOT EXISTS refusals (
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS block_versions (
+    block_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    bounds TEXT NOT NULL,
+    state TEXT NOT NULL,
+    raw_sha256 TEXT,
+    compressed_sha256 TEXT,
+    outbox_path TEXT,
+    superseded REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (block_id, version)
+);
 CREATE TABLE IF NOT EXISTS pyramid_pending (
     volume TEXT NOT NULL,
     footprint TEXT NOT NULL,
     PRIMARY KEY (volume, footprint)
 );
 """
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 #: Schemas this emzip opens, upgrading them in place: 1 had no ``volumes`` table (its volumes are
 #: "legacy": not yet bound to an acquisition, see ``Ledger.bind_volume``); 1 and 2 had no
-#: ``pyramid_pending`` (their restored volumes are plain arrays without a pyramid).
-_UPGRADABLE = ("1", "2")
+#: ``pyramid_pending`` (their restored volumes are plain arrays without a pyramid); 1 to 3 had no
+#: block versions (every block they hold is version 1, with no raw stamp).
+_UPGRADABLE = ("1", "2", "3")
+#: Columns added to ``blocks`` after schema 1 (``ALTER TABLE`` on upgrade; CREATE IF NOT EXISTS
+#: does not add columns to an existing table).
+_ADDED_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 1", "raw_stamp": "TEXT"}
 _RELEASE_SQL = "UPDATE blocks SET claimed_by=NULL, claim_host=NULL, claim_pid=NULL, claim_expires=NULL WHERE block_id=?"
 
 __all__ = ["STATES", "BlockRecord", "Ledger", "LedgerError", "worker_identity"]
@@ -156,6 +181,10 @@ class BlockRecord:
     claimed_by: str | None
     timings: dict[str, float]
     updated: float
+    version: int = 1
+    """1 for a block's first coding; one more each time it is superseded (grown or changed)."""
+    raw_stamp: str | None = None
+    """Size and modification time of the raw files when the block was read (``tasks.revisions``)."""
 
     @property
     def block_id(self) -> str:
@@ -186,6 +215,7 @@ class Ledger:
             self._connection.execute("PRAGMA synchronous=FULL")
             self._connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             self._connection.executescript(_SCHEMA)
+            self._add_columns()
             version = self._connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if version is None:
                 self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -196,6 +226,14 @@ class Ledger:
                 cursor.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
         elif version is not None and version[0] != SCHEMA_VERSION:
             raise LedgerError(f"{self.path}: ledger schema {version[0]}, this emzip reads {SCHEMA_VERSION}")
+
+    def _add_columns(self) -> None:
+        """Give a ``blocks`` table from an older schema the columns added since (idempotent)."""
+        present = {row[1] for row in self._connection.execute("PRAGMA table_info(blocks)")}
+        for name, declaration in _ADDED_COLUMNS.items():
+            if name not in present:
+                with suppress(sqlite3.OperationalError):  # another process added it first
+                    self._connection.execute(f"ALTER TABLE blocks ADD COLUMN {name} {declaration}")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -307,20 +345,92 @@ class Ledger:
                     self._event(cursor, block.block_id, None, "discovered", None, None)
         return added
 
-    def receive(self, block: BlockRef, **fields: Any) -> bool:
-        """Record a block that arrived at the data center as ``shipped``; False if already known."""
+    def receive(self, block: BlockRef, version: int = 1, **fields: Any) -> bool:
+        """Record a block that arrived at the data center as ``shipped``; False if already known.
+
+        A newer ``version`` of a known block supersedes it (``supersede``): the old version stays in
+        the history and the new one waits, shipped, to be restored over it. An older or equal
+        version of a known block changes nothing.
+        """
         now = time.time()
         with self._transaction() as cursor:
-            cursor.execute(
-                "INSERT OR IGNORE INTO blocks (block_id, volume, bounds, state, created, updated) "
-                "VALUES (?, ?, ?, 'shipped', ?, ?)",
-                (block.block_id, block.volume, json.dumps(block.as_json()["bounds"]), now, now),
-            )
-            if not cursor.rowcount:
-                return False
+            row = cursor.execute("SELECT * FROM blocks WHERE block_id=?", (block.block_id,)).fetchone()
+            if row is not None:
+                if version <= row["version"] or not self._takeable(row, None, now):
+                    return False
+                self._supersede(cursor, row, block, version, "shipped", f"version {version} received")
+            else:
+                cursor.execute(
+                    "INSERT INTO blocks (block_id, volume, bounds, state, created, updated, version) "
+                    "VALUES (?, ?, ?, 'shipped', ?, ?, ?)",
+                    (block.block_id, block.volume, json.dumps(block.as_json()["bounds"]), now, now, version),
+                )
+                self._event(cursor, block.block_id, None, "shipped", None, "received")
             self._update_fields(cursor, block.block_id, fields)
-            self._event(cursor, block.block_id, None, "shipped", None, "received")
         return True
+
+    def supersede(self, block: BlockRef, reason: str) -> int | None:
+        """Start ``block`` (same id, maybe new bounds) again as its next version, ``discovered``.
+
+        The current version's row goes into ``block_versions`` with ``reason`` (grown, raw data
+        changed). Refused (None) while another live worker holds the block's claim: the next run
+        looks again. Returns the new version.
+        """
+        with self._transaction() as cursor:
+            row = cursor.execute("SELECT * FROM blocks WHERE block_id=?", (block.block_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"unknown block {block.block_id}")
+            if not self._takeable(row, None, time.time()):
+                return None
+            version = int(row["version"]) + 1
+            self._supersede(cursor, row, block, version, "discovered", reason)
+        return version
+
+    def versions(self, block_id: str) -> list[dict[str, Any]]:
+        """Every superseded version of a block (oldest first), as recorded when it was superseded."""
+        rows = self._connection.execute("SELECT * FROM block_versions WHERE block_id=? ORDER BY version", (block_id,))
+        return [dict(row) for row in rows]
+
+    def restamp(self, block_id: str, stamp: str) -> None:
+        """Record a block's raw files' new size and time after their checksum showed the same data."""
+        with self._transaction() as cursor:
+            cursor.execute("UPDATE blocks SET raw_stamp=? WHERE block_id=?", (stamp, block_id))
+
+    def _supersede(
+        self, cursor: sqlite3.Cursor, row: sqlite3.Row, block: BlockRef, version: int, state: str, reason: str
+    ) -> None:
+        now = time.time()
+        cursor.execute(
+            "INSERT OR REPLACE INTO block_versions (block_id, version, bounds, state, raw_sha256, compressed_sha256, "
+            "outbox_path, superseded, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row["block_id"],
+                row["version"],
+                row["bounds"],
+                row["state"],
+                row["raw_sha256"],
+                row["compressed_sha256"],
+                row["outbox_path"],
+                now,
+                reason,
+            ),
+        )
+        cursor.execute(
+            "UPDATE blocks SET state=?, version=?, bounds=?, reason=NULL, raw_sha256=NULL, raw_bytes=NULL, "
+            "compressed_sha256=NULL, compressed_bytes=NULL, codec=NULL, bits_per_voxel=NULL, outbox_path=NULL, "
+            "batch_id=NULL, raw_stamp=NULL, attempts=0, timings='{}', claimed_by=NULL, claim_host=NULL, "
+            "claim_pid=NULL, claim_expires=NULL, updated=? WHERE block_id=?",
+            (state, version, json.dumps(block.as_json()["bounds"]), now, row["block_id"]),
+        )
+        self._event(cursor, row["block_id"], row["state"], state, None, f"version {version}: {reason}")
+
+    @staticmethod
+    def _takeable(row: sqlite3.Row, worker: str | None, now: float) -> bool:
+        """Whether nobody else works on the block: unclaimed, ours, lease expired, or its process gone."""
+        if row["claimed_by"] is None or row["claimed_by"] == worker:
+            return True
+        expired = row["claim_expires"] is not None and row["claim_expires"] < now
+        return expired or (row["claim_host"] == socket.gethostname() and not _pid_alive(int(row["claim_pid"])))
 
     # -- claims --------------------------------------------------------------------------------
 
@@ -692,4 +802,6 @@ class Ledger:
             claimed_by=row["claimed_by"],
             timings=json.loads(row["timings"]),
             updated=row["updated"],
+            version=int(row["version"]),
+            raw_stamp=row["raw_stamp"],
         )

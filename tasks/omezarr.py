@@ -25,7 +25,18 @@ from tasks.atomic import atomic_write_json
 from tasks.destination import RestoreError, open_destination
 from tasks.pyramid import Level, create_or_grow_level, level_plan
 
-__all__ = ["Image", "base_array", "image_attributes", "open_image", "read_image", "read_metadata", "set_window"]
+__all__ = [
+    "Image",
+    "base_array",
+    "image_attributes",
+    "open_image",
+    "read_image",
+    "read_metadata",
+    "set_completeness",
+    "set_window",
+]
+#: Missing blocks listed by name in an image's attributes (the count is always exact).
+MISSING_LISTED = 100
 
 #: Largest ``zarr.json`` read (real ones are a few kB).
 MAX_METADATA_BYTES = 1 << 20
@@ -230,3 +241,23 @@ def set_window(image: Image, window: tuple[float, float]) -> None:
         atomic_write_json(
             target / "zarr.json", {**metadata, "attributes": {"ome": ome, "emzip": {**held, "window": list(window)}}}
         )
+
+
+def set_completeness(target: Path, missing: list[str]) -> None:
+    """Say in the image's ``emzip`` attributes whether every block of its grid is restored, and which are not.
+
+    ``complete`` false with ``missing_blocks`` (the first ``MISSING_LISTED`` ids) and
+    ``missing_count``: a viewer's zeros are then never mistaken for data. Targets from before
+    OME-Zarr (a plain array) get the same keys in the array's attributes.
+    """
+    state = {"complete": not missing, "missing_count": len(missing), "missing_blocks": sorted(missing)[:MISSING_LISTED]}
+    with metadata_lock(target):
+        metadata = read_metadata(target / "zarr.json")
+        if metadata is None:
+            return
+        attributes = dict(metadata.get("attributes") or {})
+        held = dict(attributes.get("emzip") or {})
+        if all(held.get(key) == value for key, value in state.items()):
+            return
+        attributes["emzip"] = {**held, **state}
+        atomic_write_json(target / "zarr.json", {**metadata, "attributes": attributes})

@@ -7,7 +7,10 @@ destination, never mere existence. Files also used by a block still pending, fai
 discovered are kept. Before a file goes, every shipped block reading it is read again and its
 sha256 compared with the one the ledger shipped: a file whose data is not what was shipped (a
 folder written again under the same name, a changed file) is kept and the mismatch noted.
-``dry_run`` reports without deleting; every decision is logged in the ledger.
+Files of a block shorter in z than the grid (the acquisition's current tail) are kept too: if
+the acquisition grows, that block is coded again from them (``tasks.revisions``). ``dry_run``
+reports without deleting; every decision is logged in the ledger, and the result counts what was
+kept and why.
 """
 
 from __future__ import annotations
@@ -26,13 +29,24 @@ DONE_STATES = ("shipped", "restored")
 __all__ = ["RawPruneResult", "prune_raw_files"]
 
 
+#: Why a raw file was kept (``RawPruneResult.kept_reasons``).
+KEPT_UNSHIPPED = "used by blocks not shipped yet"
+KEPT_TAIL = "in the tail block (coded again if the acquisition grows)"
+KEPT_CHANGED = "raw data differs from what was shipped (or is unreadable)"
+
+
 @dataclass(frozen=True)
 class RawPruneResult:
-    """Files deleted (or, in a dry run, deletable) and how many were kept because still needed."""
+    """Files deleted (or, in a dry run, deletable), and the files kept, counted by why."""
 
     files: list[Path]
-    kept: int
+    kept_reasons: dict[str, int]
     dry_run: bool
+
+    @property
+    def kept(self) -> int:
+        """Files kept, whatever the reason."""
+        return sum(self.kept_reasons.values())
 
 
 def prune_raw_files(
@@ -42,24 +56,31 @@ def prune_raw_files(
     records = {r.block_id: r for r in ledger.blocks(volume.source.name)}
     done_files: dict[Path, list[str]] = {}
     needed: set[Path] = set()
+    tail: set[Path] = set()
     blocks: dict[str, BlockRef] = {}
     for block in block_grid(volume.source.name, volume.shape, block_shape):
         keys = volume.storage_keys(block.bounds)
         if keys is None:
-            return RawPruneResult([], 0, dry_run)  # files not inspectable: never guess
+            return RawPruneResult([], {}, dry_run)  # files not inspectable: never guess
         record = records.get(block.block_id)
-        if record is not None and record.state in DONE_STATES and record.block == block:
+        if block.z1 - block.z0 < block_shape[0]:
+            tail.update(keys)
+        elif record is not None and record.state in DONE_STATES and record.block == block:
             blocks[block.block_id] = block
             for key in keys:
                 done_files.setdefault(key, []).append(block.block_id)
         else:
             needed.update(keys)
-    candidates = sorted(path for path in done_files if path not in needed and path.is_file())
+    kept = {KEPT_TAIL: len({p for p in tail if p.is_file()})}
+    kept[KEPT_UNSHIPPED] = len({p for p in needed - tail if p.is_file()})
+    candidates = sorted(path for path in done_files if path not in needed and path not in tail and path.is_file())
     checked: dict[str, bool] = {}
     deletable: list[Path] = []
     for path in candidates:
         if all(_still_shipped(ledger, volume, blocks[b], records[b].raw_sha256, checked) for b in done_files[path]):
             deletable.append(path)
+        else:
+            kept[KEPT_CHANGED] = kept.get(KEPT_CHANGED, 0) + 1
     for path in deletable:
         if not dry_run:
             path.unlink()
@@ -67,7 +88,7 @@ def prune_raw_files(
         verb = "would delete" if dry_run else "deleted"
         for block_id in done_files[path]:
             ledger.note(block_id, f"raw file {verb}: {path}")
-    return RawPruneResult(deletable, len(set(done_files) & needed), dry_run)
+    return RawPruneResult(deletable, {why: count for why, count in kept.items() if count}, dry_run)
 
 
 def _still_shipped(

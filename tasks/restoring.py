@@ -49,6 +49,7 @@ __all__ = [
     "TARGETS",
     "InboxScan",
     "ReceivedBlock",
+    "Restored",
     "check_container_head",
     "find_received",
     "limit_io_threads",
@@ -86,6 +87,11 @@ class InboxScan:
     """path -> why it is not usable yet (it may still be arriving)."""
     refused: dict[str, str] = field(default_factory=dict)
     """path -> why it is refused (malformed or unsafe; left in place, never restored)."""
+    mismatched: dict[str, str] = field(default_factory=dict)
+    """path -> how the container disagrees with its valid record (also in ``waiting`` or ``refused``):
+    what a redelivery (``tasks.redelivery``) can repair."""
+    superseded: list[str] = field(default_factory=list)
+    """containers of block versions older than one received or restored (never restored)."""
 
 
 class _WaitingError(Exception):
@@ -100,10 +106,10 @@ def _quiet_for(container: Path, seconds: float) -> bool:
     """Whether the container and its record have both been left alone for ``seconds``."""
     record = container.with_name(container.stem + ".prov.json")
     try:
-        newest = max(container.stat().st_mtime, record.stat().st_mtime)
+        latest = max(container.stat().st_mtime, record.stat().st_mtime)
     except OSError:
         return False
-    return time.time() - newest >= seconds
+    return time.time() - latest >= seconds
 
 
 def _read_record(path: Path) -> Any:
@@ -124,14 +130,19 @@ def _read_record(path: Path) -> Any:
         raise UnsafeInputError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc})") from exc
 
 
+#: What the data center restored of a block: (version, raw sha256).
+Restored = tuple[int, str | None]
+
+
 def find_received(
-    inbox: Path, done: Mapping[str, str | None] | None = None, damaged_after: float = DAMAGED_AFTER_SECONDS
+    inbox: Path, done: Mapping[str, Restored] | None = None, damaged_after: float = DAMAGED_AFTER_SECONDS
 ) -> InboxScan:
     """Complete blocks in the inbox, files waiting, and files refused (with the reasons).
 
-    Blocks whose id is in ``done`` (already restored: id -> the raw sha256 restored) are passed
-    over without hashing them again, unless their record promises other data (refused: another
-    acquisition under a taken volume id must never pass for the restored one).
+    Blocks whose id and version are in ``done`` (already restored: id -> (version, raw sha256))
+    are passed over without hashing them again, unless their record promises other data (refused:
+    another acquisition under a taken volume id must never pass for the restored one). Of several
+    versions of one block only the newest is restored; older ones are listed as ``superseded``.
     A container that disagrees with its record (size or sha256) waits while either file changed
     within ``damaged_after`` seconds (a transfer may still be writing it) and is refused as
     damaged after that.
@@ -139,10 +150,12 @@ def find_received(
     scan = InboxScan()
     if not inbox.is_dir():
         return scan
+    newest: dict[str, ReceivedBlock] = {}
     for container in sorted(inbox.glob("*/*.emz")):
         try:
             item = load_received(inbox, container, done)
         except _DamagedOrArrivingError as exc:
+            scan.mismatched[str(container)] = str(exc)
             if _quiet_for(container, damaged_after):
                 scan.refused[str(container)] = f"{container}: damaged: {exc}"
             else:
@@ -154,13 +167,21 @@ def find_received(
         except UnsafeInputError as exc:
             scan.refused[str(container)] = str(exc)
             continue
-        if item is not None:
-            scan.received.append(item)
+        if item is None:
+            continue
+        known = newest.get(item.block.block_id)
+        if known is not None and known.valid.version >= item.valid.version:
+            scan.superseded.append(str(item.container_path))
+            continue
+        if known is not None:
+            scan.superseded.append(str(known.container_path))
+        newest[item.block.block_id] = item
+    scan.received = sorted(newest.values(), key=lambda item: item.block.block_id)
     return scan
 
 
-def load_received(inbox: Path, container: Path, done: Mapping[str, str | None] | None = None) -> ReceivedBlock | None:
-    """One received block, validated from its files (None if ``done`` holds its id and raw sha256).
+def load_received(inbox: Path, container: Path, done: Mapping[str, Restored] | None = None) -> ReceivedBlock | None:
+    """One received block, validated from its files (None if ``done`` holds it, or a newer version of it).
 
     Raises ``UnsafeInputError`` (refuse it) or an internal waiting error (look again later). A
     restore worker calls this itself with the paths it was given, so nothing but file names
@@ -174,13 +195,17 @@ def load_received(inbox: Path, container: Path, done: Mapping[str, str | None] |
     record = _read_record(record_path)
     valid = validate_record(record, record_path, container)
     if done is not None and valid.block.block_id in done:
-        restored = done[valid.block.block_id]
-        if restored is not None and restored != valid.raw_sha256:
-            raise UnsafeInputError(
-                f"{record_path}: {valid.block.block_id} is already restored from other data (raw sha256 "
-                f"{restored[:12]}, this record {valid.raw_sha256[:12]}): another acquisition under a taken volume id?"
-            )
-        return None
+        version, restored = done[valid.block.block_id]
+        if valid.version < version:
+            return None  # an older version than the one restored: superseded
+        if valid.version == version:
+            if restored is not None and restored != valid.raw_sha256:
+                raise UnsafeInputError(
+                    f"{record_path}: {valid.block.block_id} version {version} is already restored from other data "
+                    f"(raw sha256 {restored[:12]}, this record {valid.raw_sha256[:12]}): another acquisition under "
+                    "a taken volume id?"
+                )
+            return None
     size = container.stat().st_size
     if size != valid.compressed_bytes:
         raise _DamagedOrArrivingError(f"{size} bytes, its record says {valid.compressed_bytes}")

@@ -115,7 +115,7 @@ def batch_files(outbox: Path, batch_id: str, records: list[BlockRecord]) -> Tran
     """
     files: list[OutboxFile] = []
     for r in records:
-        for path in outbox_paths(outbox, r.block):
+        for path in outbox_paths(outbox, r.block, r.version):
             item = outbox_file(outbox, path, r.block_id)
             if path.suffix == ".emz" and item.sha256 != r.compressed_sha256:
                 raise PermanentTransferError(f"{r.block_id}: outbox container {path} changed since it was verified")
@@ -125,7 +125,7 @@ def batch_files(outbox: Path, batch_id: str, records: list[BlockRecord]) -> Tran
 
 def record_transfer(outbox: Path, record: BlockRecord, report: TransferReport) -> Path:
     """Write the transfer's outcome into the block's provenance record; returns the record's path."""
-    _, prov_path = outbox_paths(outbox, record.block)
+    _, prov_path = outbox_paths(outbox, record.block, record.version)
     document = load_record(prov_path)
     document["transfer"] = {
         "backend": report.backend,

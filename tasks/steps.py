@@ -26,6 +26,7 @@ from tasks.encoding import EncodedBlock, encode_to_outbox
 from tasks.grid import BlockRef
 from tasks.pyramid_pass import recompute_chunks
 from tasks.restoring import load_received, restore_block
+from tasks.revisions import raw_stamp
 from tasks.transfer import TransferBackend, TransferBatch, TransferReport, TransientTransferError
 from tasks.verification import VerifyResult, verify_container
 from tasks.volumes import VolumeError, VolumeSource, open_volume
@@ -79,10 +80,12 @@ def _retry_transient(retries: int, backoff_factor: float) -> dict[str, Any]:
 
 
 class BlockData(NamedTuple):
-    """One block's voxels as read, and the seconds the read took (its provenance records them)."""
+    """One block's voxels as read, the seconds the read took (its provenance records them), and the
+    stamp of its raw files taken before the read (``tasks.revisions.raw_stamp``; None if not inspectable)."""
 
     voxels: np.ndarray
     seconds: float
+    stamp: str | None = None
 
 
 @task(name="read-block", task_run_name="read {block_id}", **_retry_transient(retries=3, backoff_factor=2))
@@ -90,9 +93,11 @@ def read_block(source: dict[str, Any], block_id: str, block: dict[str, Any]) -> 
     """Read one block's voxels through TensorStore (fresh metadata)."""
     started = time.monotonic()
     ref = BlockRef.from_json(block)
-    data = open_volume(VolumeSource.from_json(source)).read(ref.bounds)
+    volume = open_volume(VolumeSource.from_json(source))
+    stamp = raw_stamp(volume, ref)  # before the read: a file rewritten during it shows up next run
+    data = volume.read(ref.bounds)
     get_run_logger().info("%s: read %s %s", block_id, data.dtype, data.shape)
-    return BlockData(data, time.monotonic() - started)
+    return BlockData(data, time.monotonic() - started, stamp)
 
 
 @task(name="encode-block", task_run_name="encode {block_id}", cache_policy=NO_CACHE)
@@ -103,6 +108,7 @@ def encode_block(
     settings: Settings,
     outbox: str,
     warm_start: dict[str, torch.Tensor] | None = None,
+    version: int = 1,
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
     """Train and encode on the best device; one encode per GPU at a time (global concurrency limit)."""
     logger = get_run_logger()
@@ -113,10 +119,12 @@ def encode_block(
     limit = gpu_limit_name(device)
     logger.info("%s: training and encoding on %s", block_id, device)
     if limit is None:
-        encoded, state = encode_to_outbox(BlockRef.from_json(block), data, settings, Path(outbox), warm_start)
+        encoded, state = encode_to_outbox(BlockRef.from_json(block), data, settings, Path(outbox), warm_start, version)
     else:
         with concurrency(limit, occupy=1, strict=False):
-            encoded, state = encode_to_outbox(BlockRef.from_json(block), data, settings, Path(outbox), warm_start)
+            encoded, state = encode_to_outbox(
+                BlockRef.from_json(block), data, settings, Path(outbox), warm_start, version
+            )
     logger.info(
         "%s: %s %.3f bits/voxel (%s) in %.1f s",
         block_id,

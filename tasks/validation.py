@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.grid import BlockRef
+from tasks.grid import BlockRef, versioned_stem
 from tasks.names import UnsafeInputError, check_volume_name
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -28,6 +28,8 @@ _ACQUISITION = re.compile(r"[0-9a-f]{32}")
 #: volume today). A record may grow its restored volume, for good: the limit bounds what a
 #: malformed record can make the data center allocate.
 MAX_EXTENT = 1 << 20
+#: Largest block version accepted (a block coded again a million times is not a real acquisition).
+MAX_VERSION = 1 << 20
 #: Largest block accepted, in voxels and per axis (the edge codes blocks of 64 x 512 x 512).
 MAX_BLOCK_VOXELS = 1 << 30
 MAX_BLOCK_EXTENT = 1 << 16
@@ -51,6 +53,8 @@ class ValidBlock:
     compressed_bytes: int
     acquisition: str | None = None
     """The acquisition id the block came from (None in records from before acquisition ids)."""
+    version: int = 1
+    """The block's version (``block.version``; 1 in records from before versions)."""
 
 
 def _field(document: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -128,6 +132,9 @@ def validate_record(record: Any, record_path: Path, container_path: Path | None 
     raw_bytes = _field(encoding, "raw_bytes", int, f"{where}: encoding")
     if raw_bytes != ref.voxels * dtype.itemsize:
         raise UnsafeInputError(f"{where}: raw_bytes {raw_bytes} does not fit a {dtype_text} block of {ref.shape}")
+    block_version = block.get("version", 1)
+    if not isinstance(block_version, int) or isinstance(block_version, bool) or not 1 <= block_version <= MAX_VERSION:
+        raise UnsafeInputError(f"{where}: block version {block_version!r} is not an integer in [1, {MAX_VERSION}]")
     compressed_bytes = _field(encoding, "compressed_bytes", int, f"{where}: encoding")
     if compressed_bytes <= 0:
         raise UnsafeInputError(f"{where}: compressed_bytes {compressed_bytes} is not positive")
@@ -140,6 +147,7 @@ def validate_record(record: Any, record_path: Path, container_path: Path | None 
         compressed_sha256=_sha(encoding.get("compressed_sha256"), f"{where}: encoding compressed_sha256"),
         compressed_bytes=compressed_bytes,
         acquisition=_acquisition(volume, where),
+        version=block_version,
     )
     if container_path is not None:
         _check_arrival(valid, record_path, container_path)
@@ -161,7 +169,8 @@ def _acquisition(volume: dict[str, Any], where: str) -> str | None:
 def _check_arrival(valid: ValidBlock, record_path: Path, container_path: Path) -> None:
     """The files arrived under the names the record gives, as regular files."""
     where = str(record_path)
-    if container_path.parent.name != valid.block.volume or container_path.stem != valid.block.file_stem:
+    stem = versioned_stem(valid.block, valid.version)
+    if container_path.parent.name != valid.block.volume or container_path.stem != stem:
         raise UnsafeInputError(
             f"{where}: describes {valid.block.block_id} but arrived as "
             f"{container_path.parent.name}/{container_path.name}"

@@ -168,6 +168,12 @@ def resolve_source(
             _volume_id(name, default_name, acquisition, location), CHUNKED_DRIVERS[driver], location, spec, acquisition
         )
     path = Path(target)
+    if path.is_file():
+        raise VolumeError(
+            f"{path}: a file ({path.suffix or 'no suffix'}) is not a volume this reads: give a zarr, zarr3, N5 or "
+            "precomputed folder, a folder of TIFF/PNG slices, or a TensorStore spec (`emzip compress` codes a "
+            ".npy or TIFF stack into one container)"
+        )
     if layout is None and not path.is_dir():
         raise VolumeError(f"{path}: acquisition volume folder does not exist")
     stem = path.resolve().stem if path.name in ("", ".", "..") else path.stem

@@ -218,8 +218,8 @@ def test_a_restored_block_arriving_again_with_other_data_is_refused(tmp_path: Pa
     inbox = tmp_path / "inbox"
     [container] = write_inbox(em_like((4, 16, 16), seed=1), (4, 16, 16), inbox, codec={"steps": 0})
     record = json.loads(container.with_name(container.stem + ".prov.json").read_text())
-    assert find_received(inbox, {"vol/z0000_y0000_x0000": record["encoding"]["raw_sha256"]}).received == []
-    scan = find_received(inbox, {"vol/z0000_y0000_x0000": "0" * 64})
+    assert find_received(inbox, {"vol/z0000_y0000_x0000": (1, record["encoding"]["raw_sha256"])}).received == []
+    scan = find_received(inbox, {"vol/z0000_y0000_x0000": (1, "0" * 64)})
     assert "already restored from other data" in scan.refused[str(container)]
 
 

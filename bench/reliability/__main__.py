@@ -25,6 +25,7 @@ from bench.reliability.integrity import (
 )
 from bench.reliability.kills import SAMPLE_POINTS, kill_point
 from bench.reliability.load import ledger_load
+from bench.reliability.silent import silent_loss_sweep
 
 
 def _table(results: dict[str, Any]) -> str:
@@ -86,7 +87,17 @@ def _table(results: dict[str, Any]) -> str:
         f"not killed {0 if convert['killed'] else 1}, resume failed {0 if convert['resumed'] else 1}, "
         f"archive not identical {0 if convert['identical'] else 1} |",
     ]
+    rows += [
+        f"| {row['case']} | 1 | silent differences {int(row['silent'])} (voxels differing at the end "
+        f"{row['differing_voxels']}, {'said so: ' + _short(row['said']) if row['loud'] else 'nothing said'}) |"
+        for row in results["silent_loss"]
+    ]
     return "\n".join(rows)
+
+
+def _short(text: str, limit: int = 140) -> str:
+    text = text.replace("|", "/").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def run_all(work: Path, full: bool) -> dict[str, Any]:
@@ -101,6 +112,7 @@ def run_all(work: Path, full: bool) -> dict[str, Any]:
     with prefect_test_harness(server_startup_timeout=120):
         results["crafted"] = crafted_inbox(work / "crafted")
         results["same_name"] = same_name_acquisitions(work / "same-name")
+        results["silent_loss"] = silent_loss_sweep(work / "silent-loss")
         results["targets"] = crafted_targets(work / "targets")
         points = POINTS if full else SAMPLE_POINTS
         results["kills"] = [asdict(kill_point(work / f"kill-{p}", template, volume, p)) for p in points]
