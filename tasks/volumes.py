@@ -49,6 +49,14 @@ __all__ = [
 ]
 
 
+_SPEC_NOISE = re.compile(r"\s*\[(?:tensorstore_spec|source locations)='.*?'\]", re.DOTALL)
+
+
+def short_error(exc: BaseException) -> str:
+    """TensorStore's message without the whole spec and source locations it appends (hundreds of characters)."""
+    return _SPEC_NOISE.sub("", str(exc)).strip()
+
+
 class VolumeError(Exception):
     """An acquisition volume cannot be opened or read; the message names the location and why."""
 
@@ -225,16 +233,21 @@ class Volume:
     def read(self, bounds: Bounds) -> np.ndarray:
         """Read one box as a C-contiguous numpy array; errors name the volume and the box."""
         (z0, z1), (y0, y1), (x0, x1) = bounds
+        if self.source.layout == "slices":
+            layers = []
+            for z in range(z0, z1):
+                try:
+                    layers.append(self._open_slice(z)[y0:y1, x0:x1].read().result())
+                except (ValueError, OSError, NotImplementedError) as exc:
+                    where = self.slice_files.get(z, Path(self.source.location))
+                    raise VolumeError(f"{where}: cannot read slice z={z}: {short_error(exc)}") from exc
+            return np.ascontiguousarray(np.stack(layers))
         try:
-            if self.source.layout == "slices":
-                layers = [self._open_slice(z)[y0:y1, x0:x1] for z in range(z0, z1)]
-                data = np.stack([layer.read().result() for layer in layers])
-            else:
-                assert self.store is not None
-                data = self.store[z0:z1, y0:y1, x0:x1].read().result()
+            assert self.store is not None
+            data = self.store[z0:z1, y0:y1, x0:x1].read().result()
         except (ValueError, OSError, NotImplementedError) as exc:
             raise VolumeError(
-                f"{self.source.location}: cannot read z {z0}:{z1} y {y0}:{y1} x {x0}:{x1}: {exc}"
+                f"{self.source.location}: cannot read z {z0}:{z1} y {y0}:{y1} x {x0}:{x1}: {short_error(exc)}"
             ) from exc
         return np.ascontiguousarray(data)
 
@@ -337,7 +350,7 @@ def _open_chunked(source: VolumeSource, context: ts.Context) -> Volume:
     try:
         store = ts.open(spec, open=True, read=True, context=context).result()
     except (ValueError, OSError) as exc:
-        raise VolumeError(f"{source.location}: cannot open {source.layout} volume: {exc}") from exc
+        raise VolumeError(f"{source.location}: cannot open {source.layout} volume: {short_error(exc)}") from exc
     voxel_size: tuple[float, float, float] | None = None
     units: str | None = None
     if source.layout == "precomputed":

@@ -191,3 +191,17 @@ def test_emzip_run_refusing_a_changed_slice_prints_one_clean_error_without_a_tra
     assert main([*base, "--effort", "0", "--on-change", "refuse"]) == 2
     err = capfd.readouterr().err
     assert "emzip run: " in err and "slices 0-7 changed" in err and "Traceback" not in err
+
+
+def test_a_failed_read_names_the_file_and_not_the_tensorstore_spec(tmp_path: Path) -> None:
+    from flows.synthetic import em_like, write_slice_folder
+    from tasks.volumes import VolumeError, open_volume, resolve_source
+
+    folder = tmp_path / "vol"
+    paths = write_slice_folder(em_like((3, 32, 32), seed=3), folder)
+    volume = open_volume(resolve_source(folder, "vol", "slices"))
+    paths[1].write_bytes(paths[1].read_bytes()[:100])  # a damaged slice
+    with pytest.raises(VolumeError) as caught:
+        volume.read(((0, 3), (0, 32), (0, 32)))
+    message = str(caught.value)
+    assert message.startswith(str(paths[1])) and "tensorstore_spec" not in message and len(message) < 400, message
