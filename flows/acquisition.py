@@ -32,7 +32,7 @@ from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
 from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
 from tasks.provenance import load_record, new_record, write_record
-from tasks.pruning import prune_raw_files
+from tasks.pruning import prune_raw_files, prune_shipped_outbox
 from tasks.readiness import DEFAULT_MARKER, scan_volume
 from tasks.revisions import SourceChangedError, find_revisions
 from tasks.shipping import assign_batches, backend_from_config, batch_files, outbox_file, record_transfer
@@ -528,6 +528,10 @@ def acquisition_flow(
         if disk_full is not None:
             raise OutOfSpaceError(f"{source.name}: run stopped, disk full: {disk_full}") from disk_full
         progress.update(100.0)
+        if prune_outbox != "off":
+            earlier = prune_shipped_outbox(ledger_db, outbox_path, source.name, dry_run=prune_outbox != "delete")
+            if earlier:
+                logger.info("%s: outbox copies shipped by earlier runs: %d looked at", source.name, len(earlier))
         if prune_raw != "off":
             pruned = prune_raw_files(ledger_db, report.volume, grid, dry_run=prune_raw != "delete")
             kept = ", ".join(f"{count} {why}" for why, count in sorted(pruned.kept_reasons.items())) or "none"

@@ -205,3 +205,30 @@ def test_a_failed_read_names_the_file_and_not_the_tensorstore_spec(tmp_path: Pat
         volume.read(((0, 3), (0, 32), (0, 32)))
     message = str(caught.value)
     assert message.startswith(str(paths[1])) and "tensorstore_spec" not in message and len(message) < 400, message
+
+
+def test_outbox_pruning_covers_blocks_shipped_by_earlier_runs(prefect_api: str, tmp_path: Path) -> None:
+    from flows.synthetic import em_like, write_slice_folder
+
+    folder = tmp_path / "microscope" / silent.NAME
+    write_slice_folder(em_like((8, 64, 128), seed=6), folder)
+    silent._pipeline(tmp_path, folder)  # pruning off: the outbox keeps its copies
+    outbox = tmp_path / "edge" / "outbox" / silent.NAME
+    assert len(list(outbox.glob("*.emz"))) == 2
+    from flows.acquisition import acquisition_flow
+
+    acquisition_flow(
+        acquisition=str(folder),
+        outbox=str(tmp_path / "edge" / "outbox"),
+        transfer={"kind": "local", "destination": str(tmp_path / "datacenter" / "inbox")},
+        layout="slices",
+        volume_name=silent.NAME,
+        block_shape=list(silent.BLOCK),
+        settle_seconds=0.0,
+        assume_complete=True,
+        prune_outbox="delete",
+    )
+    assert (
+        list(outbox.glob("*.emz")) == []
+        and len(list((tmp_path / "datacenter" / "inbox" / silent.NAME).glob("*.emz"))) == 2
+    )
