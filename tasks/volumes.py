@@ -240,7 +240,9 @@ class Volume:
                     layers.append(self._open_slice(z)[y0:y1, x0:x1].read().result())
                 except (ValueError, OSError, NotImplementedError) as exc:
                     where = self.slice_files.get(z, Path(self.source.location))
-                    raise VolumeError(f"{where}: cannot read slice z={z}: {short_error(exc)}") from exc
+                    raise VolumeError(
+                        f"{where}: cannot read slice z={z} of z {z0}:{z1} y {y0}:{y1} x {x0}:{x1}: {short_error(exc)}"
+                    ) from exc
             return np.ascontiguousarray(np.stack(layers))
         try:
             assert self.store is not None
