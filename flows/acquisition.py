@@ -32,10 +32,17 @@ from tasks.figures import block_bitrate_png
 from tasks.grid import BlockRef, choose_block_shape
 from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
 from tasks.provenance import load_record, new_record, write_record
-from tasks.pruning import prune_raw_files, prune_shipped_outbox
+from tasks.pruning import prune_raw_files
 from tasks.readiness import DEFAULT_MARKER, scan_volume
 from tasks.revisions import SourceChangedError, find_revisions
-from tasks.shipping import assign_batches, backend_from_config, batch_files, outbox_file, record_transfer
+from tasks.shipping import (
+    assign_batches,
+    backend_from_config,
+    batch_files,
+    outbox_file,
+    prune_shipped_outbox,
+    record_transfer,
+)
 from tasks.steps import BlockData, encode_block, read_block, ship_batch, verify_block
 from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
 from tasks.transfer import prune_outbox as prune_outbox_files
@@ -542,10 +549,11 @@ def acquisition_flow(
                 len(pruned.files),
                 kept,
             )
-        this_run = {"coded": done, "shipped": len(shipped_now), "recoded": recoded, "grid": list(grid)}
-        return _summarise(
+        this_run = {"coded": done, "shipped": len(shipped_now), "recoded": recoded}
+        summary = _summarise(
             ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started, this_run
         )
+        return {**summary, "grid": list(grid)}
     finally:
         ledger_db.release_all(worker)  # an exception must not leave blocks claimed until the lease ends
         ledger_db.close()
@@ -674,5 +682,4 @@ def _summarise(
         "failures": failures,
         "seconds": seconds,
         "this_run": this_run,
-        "grid": this_run["grid"],
     }

@@ -187,16 +187,17 @@ def _redeliver_damaged(
     for attempt in range(1, REDELIVERIES + 1):
         if not scan.mismatched:
             return scan
-        for path, why in scan.mismatched.items():
+        for path in scan.mismatched:
+            why = scan.waiting.get(path) or scan.refused.get(path)
             logger.warning("%s: %s; asking %s for it again (%d of %d)", path, why, backend.name, attempt, REDELIVERIES)
-        failures = redeliver(backend, inbox, outbox, [Path(p) for p in scan.mismatched])
+        failures = redeliver(backend, inbox, outbox, scan.mismatched)
         scan = find_received(inbox, done, damaged_after)
         if failures:
             break
-    for path, why in scan.mismatched.items():
-        scan.waiting.pop(path, None)
+    for path in scan.mismatched:
+        why = scan.waiting.pop(path, None) or scan.refused.get(path, "")
         cause = failures.get(path, f"still differs after {REDELIVERIES} deliveries")
-        scan.refused[path] = f"{path}: damaged: {why}; delivered again: {cause}"
+        scan.refused[path] = f"{path}: damaged: {why.removeprefix(f'{path}: damaged: ')}; delivered again: {cause}"
     return scan
 
 

@@ -32,12 +32,12 @@ from codec.settings import Settings
 from tasks.archive import place_block
 from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
-from tasks.grid import BlockRef, block_grid, choose_block_shape
+from tasks.grid import block_grid, choose_block_shape
 from tasks.ledger import BlockRecord, Ledger, worker_identity
 from tasks.omezarr import base_array, open_image
 from tasks.pyramid import first_level_from_block, footprint_key, whole_from
 from tasks.pyramid_pass import Chunk, carry_up, recompute_chunks
-from tasks.revisions import raw_stamp, slices_text
+from tasks.revisions import grew_reason, raw_stamp, same_raw, slices_text
 from tasks.targets import TargetError, read_target
 from tasks.volumes import Volume, VolumeError, VolumeSource, open_volume
 
@@ -100,7 +100,11 @@ def convert_volume(
         now = {b.block_id: b for b in blocks}
         for record in ledger.blocks(source.name):
             grown = now.get(record.block_id)
-            if grown is not None and grown != record.block and ledger.supersede(grown, _grew(record.block, grown)):
+            if (
+                grown is not None
+                and grown != record.block
+                and ledger.supersede(grown, grew_reason(record.block, grown))
+            ):
                 recoded.append(record.block_id)
         already = len(ledger.blocks(states=("verified",)))
         if opened is not None and opened[1]:
@@ -163,10 +167,6 @@ def convert_volume(
     )
 
 
-def _grew(old: BlockRef, new: BlockRef) -> str:
-    return f"bounds grew from z [{old.z0}, {old.z1}) to [{new.z0}, {new.z1}): {slices_text(old.z1, new.z1)} added"
-
-
 def _check_same_source(source: VolumeSource, volume: Volume, grid: tuple[int, int, int], archive: Path) -> VolumeSource:
     """The source to resume with (under the archive's volume name), or ``VolumeError`` if it is another.
 
@@ -192,10 +192,10 @@ def _check_same_source(source: VolumeSource, volume: Volume, grid: tuple[int, in
             raise VolumeError(f"{archive}: its ledger holds blocks of {len(names)} volumes; not resumed")
         differing: list[str] = []
         for record in records:
-            why = _differs(volume, record)
+            why, stamp = _differs(volume, record)
             if why is not None:
                 differing.append(f"{record.block_id} ({why})")
-            elif record.raw_stamp != (stamp := raw_stamp(volume, record.block)) and stamp is not None:
+            elif stamp is not None and stamp != record.raw_stamp:
                 ledger.restamp(record.block_id, stamp)
     if differing:
         shown = "; ".join(differing[:5]) + (f"; and {len(differing) - 5} more" if len(differing) > 5 else "")
@@ -207,19 +207,17 @@ def _check_same_source(source: VolumeSource, volume: Volume, grid: tuple[int, in
     return replace(source, name=names[0])
 
 
-def _differs(volume: Volume, record: BlockRecord) -> str | None:
-    """Why a converted block's source data is not what was converted (None when it is)."""
+def _differs(volume: Volume, record: BlockRecord) -> tuple[str | None, str | None]:
+    """Why a converted block's source data is not what was converted (None when it is), and its stamp now."""
     block = record.block
     if any(stop > extent for (_, stop), extent in zip(block.bounds, volume.shape, strict=True)):
-        return f"the source is {list(volume.shape)}, the block reaches {[b[1] for b in block.bounds]}"
+        return f"the source is {list(volume.shape)}, the block reaches {[b[1] for b in block.bounds]}", None
     stamp = raw_stamp(volume, block)
-    if stamp is not None and stamp == record.raw_stamp:
-        return None
     try:
-        same = array_sha256(volume.read(block.bounds)) == record.raw_sha256
+        same = same_raw(volume, record, stamp)
     except VolumeError as exc:
-        return f"unreadable: {exc}"
-    return None if same else f"raw data of {slices_text(block.z0, block.z1)} differs"
+        return f"unreadable: {exc}", None
+    return (None if same else f"raw data of {slices_text(block.z0, block.z1)} differs"), stamp
 
 
 def _run_level(image: Path, level: int, groups: list[list[Chunk]]) -> None:

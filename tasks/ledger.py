@@ -40,6 +40,8 @@ from typing import Any
 from tasks.grid import BlockRef
 
 STATES = ("discovered", "encoded", "verified", "shipped", "restored", "failed")
+#: States of blocks whose copy the destination confirmed (shipped, and at the data center restored).
+SHIPPED_STATES = ("shipped", "restored")
 TRANSITIONS: dict[str, set[str]] = {
     "discovered": {"encoded", "failed"},
     "encoded": {"verified", "discovered", "failed"},
@@ -150,7 +152,7 @@ _UPGRADABLE = ("1", "2", "3")
 _ADDED_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 1", "raw_stamp": "TEXT"}
 _RELEASE_SQL = "UPDATE blocks SET claimed_by=NULL, claim_host=NULL, claim_pid=NULL, claim_expires=NULL WHERE block_id=?"
 
-__all__ = ["STATES", "BlockRecord", "Ledger", "LedgerError", "worker_identity"]
+__all__ = ["SHIPPED_STATES", "STATES", "BlockRecord", "Ledger", "LedgerError", "worker_identity"]
 
 
 class LedgerError(Exception):
@@ -477,9 +479,7 @@ class Ledger:
                 if row["claimed_by"] == worker:
                     continue  # already ours: claiming is for blocks nobody is working on
                 if row["claimed_by"] is not None:
-                    expired = row["claim_expires"] is not None and row["claim_expires"] < now
-                    orphaned = row["claim_host"] == host and not _pid_alive(int(row["claim_pid"]))
-                    if not (expired or orphaned):
+                    if not self._takeable(row, None, now):
                         continue
                     self._event(
                         cursor,

@@ -21,10 +21,8 @@ from pathlib import Path
 from tasks.checksums import array_sha256
 from tasks.failpoints import failpoint
 from tasks.grid import BlockRef, block_grid
-from tasks.ledger import Ledger
+from tasks.ledger import SHIPPED_STATES, Ledger
 from tasks.volumes import Volume, VolumeError
-
-DONE_STATES = ("shipped", "restored")
 
 __all__ = ["RawPruneResult", "prune_raw_files"]
 
@@ -65,7 +63,7 @@ def prune_raw_files(
         record = records.get(block.block_id)
         if block.z1 - block.z0 < block_shape[0]:
             tail.update(keys)
-        elif record is not None and record.state in DONE_STATES and record.block == block:
+        elif record is not None and record.state in SHIPPED_STATES and record.block == block:
             blocks[block.block_id] = block
             for key in keys:
                 done_files.setdefault(key, []).append(block.block_id)
@@ -105,47 +103,3 @@ def _still_shipped(
             ledger.note(block.block_id, f"raw files kept: {why}")
         checked[block.block_id] = same
     return checked[block.block_id]
-
-
-def prune_shipped_outbox(ledger: Ledger, outbox: Path, volume: str, dry_run: bool = True) -> list[tuple[Path, str]]:
-    """Outbox copies of blocks shipped by earlier runs (and of shipped versions since superseded).
-
-    A run prunes the batches it ships itself as their transfers confirm them
-    (``tasks.transfer.prune_outbox``); this covers what earlier runs shipped while pruning was
-    off. A copy goes only when its block (or version) is shipped in the ledger, its provenance
-    record holds a ``SUCCEEDED`` transfer, and the file still has the sha256 that was shipped.
-    Returns (path, what happened) for every copy looked at; every deletion is noted in the ledger.
-    """
-    from tasks.checksums import file_sha256
-    from tasks.encoding import outbox_paths
-    from tasks.provenance import load_record
-
-    actions: list[tuple[Path, str]] = []
-    for record in ledger.blocks(volume, DONE_STATES):
-        shipped = [(record.version, record.compressed_sha256)]
-        shipped += [
-            (v["version"], v["compressed_sha256"])
-            for v in ledger.versions(record.block_id)
-            if v["state"] in DONE_STATES
-        ]
-        for version, sha256 in shipped:
-            container, provenance = outbox_paths(outbox, record.block, version)
-            if not container.is_file():
-                continue
-            try:
-                confirmed = load_record(provenance).get("transfer", {}).get("status") == "SUCCEEDED"
-            except ValueError:
-                confirmed = False
-            if not confirmed or sha256 is None or file_sha256(container) != sha256:
-                actions.append((container, "kept: transfer not confirmed in its record, or the file changed"))
-                continue
-            if dry_run:
-                actions.append((container, "dry run: would delete"))
-                continue
-            container.unlink()
-            provenance.unlink(missing_ok=True)
-            ledger.note(
-                record.block_id, f"outbox {container.name} (version {version}) deleted: shipped by an earlier run"
-            )
-            actions.append((container, "deleted"))
-    return actions

@@ -87,9 +87,9 @@ class InboxScan:
     """path -> why it is not usable yet (it may still be arriving)."""
     refused: dict[str, str] = field(default_factory=dict)
     """path -> why it is refused (malformed or unsafe; left in place, never restored)."""
-    mismatched: dict[str, str] = field(default_factory=dict)
-    """path -> how the container disagrees with its valid record (also in ``waiting`` or ``refused``):
-    what a redelivery (``tasks.redelivery``) can repair."""
+    mismatched: dict[str, ValidBlock] = field(default_factory=dict)
+    """path -> the valid record of a container that disagrees with it (the path is also in
+    ``waiting`` or ``refused``, with how): what a redelivery (``tasks.redelivery``) can repair."""
     superseded: list[str] = field(default_factory=list)
     """containers of block versions older than one received or restored (never restored)."""
 
@@ -100,6 +100,10 @@ class _WaitingError(Exception):
 
 class _DamagedOrArrivingError(_WaitingError):
     """The container disagrees with its record: still arriving, or (once quiet) damaged."""
+
+    def __init__(self, message: str, valid: ValidBlock) -> None:
+        super().__init__(message)
+        self.valid = valid
 
 
 def _quiet_for(container: Path, seconds: float) -> bool:
@@ -155,7 +159,7 @@ def find_received(
         try:
             item = load_received(inbox, container, done)
         except _DamagedOrArrivingError as exc:
-            scan.mismatched[str(container)] = str(exc)
+            scan.mismatched[str(container)] = exc.valid
             if _quiet_for(container, damaged_after):
                 scan.refused[str(container)] = f"{container}: damaged: {exc}"
             else:
@@ -208,9 +212,9 @@ def load_received(inbox: Path, container: Path, done: Mapping[str, Restored] | N
             return None
     size = container.stat().st_size
     if size != valid.compressed_bytes:
-        raise _DamagedOrArrivingError(f"{size} bytes, its record says {valid.compressed_bytes}")
+        raise _DamagedOrArrivingError(f"{size} bytes, its record says {valid.compressed_bytes}", valid)
     if file_sha256(container) != valid.compressed_sha256:
-        raise _DamagedOrArrivingError("sha256 differs from its record")
+        raise _DamagedOrArrivingError("sha256 differs from its record", valid)
     return ReceivedBlock(valid, container, record_path, record)
 
 

@@ -31,7 +31,16 @@ from tasks.volumes import Volume, VolumeError
 #: States whose blocks were read and coded: their raw sha256 is the one to compare with.
 CODED_STATES = ("encoded", "verified", "shipped", "restored")
 
-__all__ = ["CODED_STATES", "Revision", "SourceChangedError", "find_revisions", "raw_stamp", "slices_text"]
+__all__ = [
+    "CODED_STATES",
+    "Revision",
+    "SourceChangedError",
+    "find_revisions",
+    "grew_reason",
+    "raw_stamp",
+    "same_raw",
+    "slices_text",
+]
 
 
 class SourceChangedError(VolumeError):
@@ -78,6 +87,22 @@ def raw_stamp(volume: Volume, block: BlockRef) -> str | None:
     return json.dumps(entries, separators=(",", ":"))
 
 
+def grew_reason(old: BlockRef, new: BlockRef) -> str:
+    """Why a block is coded again after the volume grew: its old and new z range, and the slices added."""
+    return f"bounds grew from z [{old.z0}, {old.z1}) to [{new.z0}, {new.z1}): {slices_text(old.z1, new.z1)} added"
+
+
+def same_raw(volume: Volume, record: BlockRecord, stamp: str | None) -> bool:
+    """Whether the block's raw data now is what was coded; ``stamp`` is its files' stamp now (``raw_stamp``).
+
+    The stamp first: unchanged means the same data, without a read. Otherwise the block is read
+    over the bounds it was coded with and its sha256 compared. ``VolumeError`` when it cannot be read.
+    """
+    if stamp is not None and stamp == record.raw_stamp:
+        return True
+    return array_sha256(volume.read(record.block.bounds)) == record.raw_sha256
+
+
 def _changed_files(old: str | None, new: str) -> list[str]:
     """Names whose stamp differs (all of them when there is no old stamp)."""
     if old is None:
@@ -109,20 +134,19 @@ def find_revisions(
         if now is None:
             continue  # not ready now (a file still settling): looked at again once it is
         if now != old:
-            grew = f"bounds grew from z [{old.z0}, {old.z1}) to [{now.z0}, {now.z1})"
-            revisions.append(Revision(now, record, f"{grew}: {slices_text(old.z1, now.z1)} added", True))
+            revisions.append(Revision(now, record, grew_reason(old, now), True))
             continue
         if record.state not in CODED_STATES or record.raw_sha256 is None:
             continue
         stamp = raw_stamp(volume, old)
-        if stamp is not None and (stamp == record.raw_stamp or _all_missing(stamp)):
-            continue  # unchanged, or pruned after shipping: nothing left to compare
+        if stamp is not None and _all_missing(stamp):
+            continue  # pruned after shipping: nothing left to compare
         try:
-            same = array_sha256(volume.read(old.bounds)) == record.raw_sha256
+            same = same_raw(volume, record, stamp)
         except VolumeError:
             continue  # unreadable now (part pruned, still being written): readiness decides, not us
         if same:
-            if stamp is not None:
+            if stamp is not None and stamp != record.raw_stamp:
                 renew[record.block_id] = stamp
             continue
         files = _changed_files(record.raw_stamp, stamp) if stamp is not None else []

@@ -16,7 +16,7 @@ from typing import Any
 
 from tasks.checksums import file_sha256
 from tasks.encoding import outbox_paths
-from tasks.ledger import BlockRecord, Ledger
+from tasks.ledger import SHIPPED_STATES, BlockRecord, Ledger
 from tasks.provenance import load_record, write_record
 from tasks.transfer import (
     GlobusSettings,
@@ -34,7 +34,14 @@ CLIENT_ID_ENV = "EMZIP_GLOBUS_CLIENT_ID"
 CLIENT_SECRET_ENV = "EMZIP_GLOBUS_CLIENT_SECRET"
 MAPPED_ENV = "EMZIP_GLOBUS_MAPPED_COLLECTIONS"
 
-__all__ = ["assign_batches", "backend_from_config", "batch_files", "outbox_file", "record_transfer"]
+__all__ = [
+    "assign_batches",
+    "backend_from_config",
+    "batch_files",
+    "outbox_file",
+    "prune_shipped_outbox",
+    "record_transfer",
+]
 
 
 def _globus_secret(config: dict[str, Any]) -> tuple[str, str]:
@@ -143,3 +150,43 @@ def record_transfer(outbox: Path, record: BlockRecord, report: TransferReport) -
     }
     write_record(prov_path, document)
     return prov_path
+
+
+def prune_shipped_outbox(ledger: Ledger, outbox: Path, volume: str, dry_run: bool = True) -> list[tuple[Path, str]]:
+    """Outbox copies of blocks shipped by earlier runs (and of shipped versions since superseded).
+
+    A run prunes the batches it ships itself as their transfers confirm them
+    (``tasks.transfer.prune_outbox``); this covers what earlier runs shipped while pruning was
+    off. A copy goes only when its block (or version) is shipped in the ledger, its provenance
+    record holds a ``SUCCEEDED`` transfer, and the file still has the sha256 that was shipped.
+    Returns (path, what happened) for every copy looked at; every deletion is noted in the ledger.
+    """
+    actions: list[tuple[Path, str]] = []
+    for record in ledger.blocks(volume, SHIPPED_STATES):
+        shipped = [(record.version, record.compressed_sha256)]
+        shipped += [
+            (v["version"], v["compressed_sha256"])
+            for v in ledger.versions(record.block_id)
+            if v["state"] in SHIPPED_STATES
+        ]
+        for version, sha256 in shipped:
+            container, provenance = outbox_paths(outbox, record.block, version)
+            if not container.is_file():
+                continue
+            try:
+                confirmed = load_record(provenance).get("transfer", {}).get("status") == "SUCCEEDED"
+            except ValueError:
+                confirmed = False
+            if not confirmed or sha256 is None or file_sha256(container) != sha256:
+                actions.append((container, "kept: transfer not confirmed in its record, or the file changed"))
+                continue
+            if dry_run:
+                actions.append((container, "dry run: would delete"))
+                continue
+            container.unlink()
+            provenance.unlink(missing_ok=True)
+            ledger.note(
+                record.block_id, f"outbox {container.name} (version {version}) deleted: shipped by an earlier run"
+            )
+            actions.append((container, "deleted"))
+    return actions

@@ -109,14 +109,20 @@ def growth_marker(work: Path) -> Outcome:
     return _outcome("growth (completion marker)", work, volume, _pipeline(work, folder, assume_complete=False))
 
 
-def changed_slice(work: Path, prune_raw: str = "off") -> Outcome:
-    """A slice of a shipped block is rewritten with other pixels; the next run (with ``prune_raw``)."""
+def _ship_then_change(work: Path) -> tuple[Path, np.ndarray]:
+    """A whole acquisition run once, then slice 5 rewritten with other pixels; (folder, the source now)."""
     volume, folder = _volume(), work / "microscope" / NAME
     _write(volume, folder, 0, SHAPE[0])
     _pipeline(work, folder)
     changed = volume.copy()
     changed[5] = _volume(seed=99)[5]
     _write(changed, folder, 5, 6)
+    return folder, changed
+
+
+def changed_slice(work: Path, prune_raw: str = "off") -> Outcome:
+    """A slice of a shipped block is rewritten with other pixels; the next run (with ``prune_raw``)."""
+    folder, changed = _ship_then_change(work)
     result = _pipeline(work, folder, **({"prune_raw": prune_raw} if prune_raw != "off" else {}))
     outcome = _outcome(f"changed slice (raw pruning {prune_raw})", work, changed, result)
     outcome.details = {"recoded": result["edge"].get("this_run", {}).get("recoded")}
@@ -129,12 +135,7 @@ def changed_slice_refused(work: Path) -> Outcome:
     """A changed slice with ``on_changed_source="refuse"``: the run must stop, naming the slices."""
     from tasks.revisions import SourceChangedError
 
-    volume, folder = _volume(), work / "microscope" / NAME
-    _write(volume, folder, 0, SHAPE[0])
-    _pipeline(work, folder)
-    changed = volume.copy()
-    changed[5] = _volume(seed=99)[5]
-    _write(changed, folder, 5, 6)
+    folder, changed = _ship_then_change(work)
     try:
         result = _pipeline(work, folder, on_changed_source="refuse")
     except SourceChangedError as exc:
