@@ -4,8 +4,8 @@
 the edge does, codes every block with the codec's default settings (what the edge ships), and
 stores the volume three ways, side by side in one run:
 
-- **emzip archive**: ``tasks.archive`` (zarr v3, chunks = blocks, the containers as chunk files);
-- **zstd zarr v3**: ``tasks.destination`` (today's restored volume: sharded by block, zstd 3);
+- **emzip archive**: ``tasks.datacenter.archive`` (zarr v3, chunks = blocks, the containers as chunk files);
+- **zstd zarr v3**: ``tasks.datacenter.destination`` (today's restored volume: sharded by block, zstd 3);
 - **JPEG-XL**: lossless effort 7 per slice of every block (the classic reference of emzip bench).
 
 It prints bytes on disk per voxel (bits per voxel) for each, and the throughput of reading a
@@ -37,11 +37,11 @@ def measure(volume: np.ndarray, name: str, block: tuple[int, int, int], work: Pa
     import zarr
 
     from codec import Settings, compress
-    from tasks.archive import chunk_path, open_archive
-    from tasks.atomic import atomic_write_bytes
-    from tasks.checksums import array_sha256
-    from tasks.destination import open_destination, write_block
-    from tasks.grid import block_grid
+    from tasks.datacenter.archive import chunk_path, open_archive
+    from tasks.datacenter.destination import open_destination, write_block
+    from tasks.source.grid import block_grid
+    from tasks.store.atomic import atomic_write_bytes
+    from tasks.store.checksums import array_sha256
 
     voxels = volume.size
     shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))

@@ -74,8 +74,8 @@ def _codec_alone(volume: np.ndarray, blocks: list[Any], settings: Any) -> tuple[
 def _edge_stage_seconds(outbox: Path, ledger_path: Path) -> dict[str, float]:
     """Busy seconds per edge stage, summed over blocks (read, encode, verify from the provenance
     records; transfer from the ledger, once per batch)."""
-    from tasks.ledger import Ledger
-    from tasks.provenance import load_record
+    from tasks.store.ledger import Ledger
+    from tasks.store.provenance import load_record
 
     stages = {"read": 0.0, "encode": 0.0, "verify": 0.0, "ship": 0.0}
     for record_path in sorted(outbox.glob("*/*.prov.json")):
@@ -98,7 +98,7 @@ def _edge_timeline(ledger_path: Path, started_at: float, ended_at: float) -> dic
     less the encodes' own seconds; ``after the last encode``: to the flow's end, ``of which
     verifying``: to the last verification.
     """
-    from tasks.ledger import Ledger
+    from tasks.store.ledger import Ledger
 
     encoded: list[tuple[float, float]] = []  # (end time, seconds)
     verified: list[float] = []
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.demo import read_restored
     from flows.restore import dask_task_runner, restore_flow
     from flows.synthetic import write_slice_folder
-    from tasks.grid import block_grid
+    from tasks.source.grid import block_grid
 
     name, volume = _acquisition(args.volume, args.slices, args.copies)
     grid = (args.block[0], args.block[1], args.block[2])

@@ -23,10 +23,10 @@ import numpy as np
 
 
 def _pooled_levels(volume: np.ndarray, image: Path) -> bool:
-    """Whether every pyramid level equals the level below it mean-pooled (``tasks.pyramid.mean_pool``)."""
+    """Whether every pyramid level equals the level below it mean-pooled (``tasks.datacenter.pyramid.mean_pool``)."""
     from flows.demo import read_restored
-    from tasks.omezarr import read_image
-    from tasks.pyramid import mean_pool
+    from tasks.datacenter.omezarr import read_image
+    from tasks.datacenter.pyramid import mean_pool
 
     found = read_image(image)
     if found is None:

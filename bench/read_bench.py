@@ -5,7 +5,7 @@ beside a plain numpy read of the same bytes, measured side by side in one run.
 
 The volume is written once into a temporary folder (zarr v3 with raw chunks 64x256x256, sharded
 into 64x512x512 shards; uncompressed TIFF slices; a .npy file), then every 64 x 512 x 512 block
-is read through ``tasks.volumes`` (the pipeline's own reader) and through ``np.load(mmap_mode)``
+is read through ``tasks.source.volumes`` (the pipeline's own reader) and through ``np.load(mmap_mode)``
 + copy. Reads are warm (the page cache holds the files): this measures the software path, not
 the disk. Prints a table; ``--json`` writes the figures.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from flows.synthetic import write_chunked, write_slice_folder
-from tasks.grid import block_grid
-from tasks.volumes import open_volume, resolve_source, shared_context
+from tasks.source.grid import block_grid
+from tasks.source.volumes import open_volume, resolve_source, shared_context
 
 BLOCK = (64, 512, 512)
 

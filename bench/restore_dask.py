@@ -32,7 +32,7 @@ def _restore_plain(jobs: list[tuple[str, str, str]]) -> None:
     process: one torch thread, like a worker)."""
     import torch
 
-    from tasks.restoring import load_received, restore_block
+    from tasks.datacenter.restoring import load_received, restore_block
 
     torch.set_num_threads(1)
     for inbox, container, target in jobs:
@@ -43,7 +43,7 @@ def _restore_plain(jobs: list[tuple[str, str, str]]) -> None:
 
 def _plain_seconds(inbox: Path, target: Path, workers: int) -> float:
     """Seconds to restore every block of ``inbox`` into ``target`` in ``workers`` processes (started beforehand)."""
-    from tasks.restoring import find_received, prepare_targets
+    from tasks.datacenter.restoring import find_received, prepare_targets
 
     shutil.rmtree(target, ignore_errors=True)
     items = find_received(inbox).received

@@ -1,9 +1,9 @@
 """Per-block fixed cost of the edge's separate verification: pool worker against a new interpreter.
 
 ``python -m bench.verifier`` verifies one small container (2x32x32: its decode takes
-milliseconds, so what is measured is the fixed cost) many times through ``tasks.verifier_pool``
+milliseconds, so what is measured is the fixed cost) many times through ``tasks.edge.verifier_pool``
 and, for comparison, a few times the way the edge did before the pool (a new
-``python -m tasks.verify_worker FILE`` per block), and the in-process decode of the same
+``python -m tasks.edge.verify_worker FILE`` per block), and the in-process decode of the same
 container. Prints medians in seconds; overhead = verification minus the in-process decode.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from codec import Settings, compress, decompress
 from flows.synthetic import em_like
-from tasks.verifier_pool import VerifierPool
+from tasks.edge.verifier_pool import VerifierPool
 
 
 def _median_seconds(run: object, repeats: int) -> float:
@@ -43,7 +43,7 @@ def main() -> int:
             pooled = _median_seconds(lambda: pool.check(path), 50)
         finally:
             pool.close()
-        command = [sys.executable, "-m", "tasks.verify_worker", str(path)]
+        command = [sys.executable, "-m", "tasks.edge.verify_worker", str(path)]
         fresh = _median_seconds(lambda: subprocess.run(command, capture_output=True, check=True), 5)
     print("| verification of one small block | median s | overhead over the in-process decode s |")
     print("|---|---|---|")

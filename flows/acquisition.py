@@ -25,17 +25,11 @@ from prefect.futures import PrefectFuture
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
 from flows.progress import ProgressBar
-from tasks.diskspace import OutOfSpaceError, out_of_space
-from tasks.encoding import EncodedBlock, outbox_paths
-from tasks.failpoints import failpoint
-from tasks.figures import block_bitrate_png
-from tasks.grid import BlockRef, choose_block_shape
-from tasks.ledger import BlockRecord, Ledger, LedgerError, worker_identity
-from tasks.provenance import load_record, new_record, write_record
-from tasks.pruning import prune_raw_files
-from tasks.readiness import DEFAULT_MARKER, scan_volume
-from tasks.revisions import SourceChangedError, find_revisions
-from tasks.shipping import (
+from flows.steps import BlockData, encode_block, read_block, ship_batch, verify_block
+from tasks.edge.encoding import EncodedBlock, outbox_paths
+from tasks.edge.pruning import prune_raw_files
+from tasks.edge.readiness import DEFAULT_MARKER, scan_volume
+from tasks.edge.shipping import (
     assign_batches,
     backend_from_config,
     batch_files,
@@ -43,12 +37,18 @@ from tasks.shipping import (
     prune_shipped_outbox,
     record_transfer,
 )
-from tasks.steps import BlockData, encode_block, read_block, ship_batch, verify_block
+from tasks.edge.verification import VerifyResult
+from tasks.edge.verifier_pool import verifier_count
+from tasks.figures import block_bitrate_png
+from tasks.source.grid import BlockRef, choose_block_shape
+from tasks.source.revisions import SourceChangedError, find_revisions
+from tasks.source.volumes import Volume, VolumeSource, open_volume, resolve_source
+from tasks.store.diskspace import OutOfSpaceError, out_of_space
+from tasks.store.failpoints import failpoint
+from tasks.store.ledger import BlockRecord, Ledger, LedgerError, worker_identity
+from tasks.store.provenance import load_record, new_record, write_record
 from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
 from tasks.transfer import prune_outbox as prune_outbox_files
-from tasks.verification import VerifyResult
-from tasks.verifier_pool import verifier_count
-from tasks.volumes import Volume, VolumeSource, open_volume, resolve_source
 
 EDGE_STATES = ("discovered", "encoded", "verified")
 #: Blocks encoded but not yet verified before the flow stops training to wait for the verifiers
@@ -375,14 +375,14 @@ def acquisition_flow(
     """Scan ``acquisition``, compress and verify every ready block, ship them with ``transfer``.
 
     ``transfer`` is a backend config (``{"kind": "local", "destination": DIR}`` by default, or
-    Globus, see ``tasks.shipping.backend_from_config``). ``codec`` holds ``codec.Settings`` fields.
+    Globus, see ``tasks.edge.shipping.backend_from_config``). ``codec`` holds ``codec.Settings`` fields.
     The ledger defaults to ``<outbox>/ledger.sqlite``. A batch whose transfer fails transiently is
     retried ``transfer_retries`` times with backoff, then left verified for the next run. Returns a
     summary (also an artifact). Pruning is off by default; ``"dry-run"`` logs in the ledger what
     would go, ``"delete"`` deletes: outbox copies once the destination confirmed their checksum
     (``prune_outbox``), raw acquisition files once every block reading them is shipped (``prune_raw``).
 
-    Blocks already coded are checked against the source as it is now (``tasks.revisions``): a
+    Blocks already coded are checked against the source as it is now (``tasks.source.revisions``): a
     block whose bounds grew (a tail coded while the acquisition was shorter) is coded again as its
     next version, and so is one whose raw data changed, with a WARNING naming its slices
     (``on_changed_source="recode"``); ``"refuse"`` stops the run instead (``SourceChangedError``,
@@ -560,7 +560,7 @@ def acquisition_flow(
 
 
 def _revise(ledger: Ledger, volume: Volume, ready: list[BlockRef], *, refuse: bool) -> list[str]:
-    """Supersede coded blocks that grew or whose raw data changed (``tasks.revisions``); returns their ids.
+    """Supersede coded blocks that grew or whose raw data changed (``tasks.source.revisions``); returns their ids.
 
     Changed raw data is refused instead (``SourceChangedError`` naming every block and its
     slices) when ``refuse``; grown blocks are always coded again: a longer acquisition is normal.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flows.volume_io import VolumeFileError, read_volume, refuse_same_file, write_volume
-from tasks.atomic import atomic_write_bytes
+from tasks.store.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -149,8 +149,8 @@ def _run(args: argparse.Namespace) -> int:
     """The pipeline on a real acquisition (already acquired: every block is ready)."""
     _quiet_prefect()
     from flows.demo import run_pipeline
-    from tasks.ledger import LedgerError
-    from tasks.volumes import VolumeError, resolve_source
+    from tasks.source.volumes import VolumeError, resolve_source
+    from tasks.store.ledger import LedgerError
 
     _console_without_tracebacks()
     block = _block_shape(args.block)
@@ -208,8 +208,8 @@ def _block_shape(text: str | None) -> tuple[int, int, int] | None:
 def _convert(args: argparse.Namespace) -> int:
     """An emzip-coded zarr v3 copy of a volume on disk (resumable; the source is only read)."""
     from codec.settings import Settings
-    from tasks.convert import convert_volume
-    from tasks.volumes import VolumeError, resolve_source
+    from tasks.datacenter.convert import convert_volume
+    from tasks.source.volumes import VolumeError, resolve_source
 
     block = _block_shape(args.block)
     try:
@@ -241,7 +241,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _retry(args: argparse.Namespace) -> int:
     """Put failed blocks back to be tried again, whatever their attempts (their cause was fixed)."""
-    from tasks.ledger import Ledger, LedgerError
+    from tasks.store.ledger import Ledger, LedgerError
 
     path = Path(args.ledger)
     if not path.is_file():
@@ -265,7 +265,7 @@ def _load_for_bench(target: str) -> tuple[str, np.ndarray]:
     """A whole volume for ``emzip bench``: .npy, TIFF stack, or any volume the pipeline reads."""
     path = Path(target)
     if path.is_dir() or target.lstrip().startswith("{"):
-        from tasks.volumes import open_volume, resolve_source
+        from tasks.source.volumes import open_volume, resolve_source
 
         source = resolve_source(target, identify=False)
         volume = open_volume(source)
@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emzip`` console script."""
     from codec import EmzipError
-    from tasks.failpoints import disarm
+    from tasks.store.failpoints import disarm
 
     if disarm():
         print("emzip: warning: EMZIP_FAILPOINT* variables ignored (crash tests only)", file=sys.stderr)
@@ -495,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc) if isinstance(exc, VolumeFileError) else f"{name}: {exc}"
         print(f"emzip: error: {message}", file=sys.stderr)
         return 2
-    except OSError as exc:  # an output that cannot be written: the message names the file (tasks.atomic)
+    except OSError as exc:  # an output that cannot be written: the message names the file (tasks.store.atomic)
         print(f"emzip: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
         return 2
 

@@ -22,8 +22,8 @@ import tensorstore as ts
 from flows.acquisition import acquisition_flow
 from flows.restore import restore_flow
 from flows.synthetic import em_like, write_slice
-from tasks.omezarr import base_array, read_image
-from tasks.readiness import DEFAULT_MARKER
+from tasks.datacenter.omezarr import base_array, read_image
+from tasks.edge.readiness import DEFAULT_MARKER
 
 
 def _layout(workdir: Path) -> dict[str, Path]:
@@ -75,8 +75,8 @@ def run_pipeline(
 
 def missing_after_run(paths: dict[str, Path], edge: dict[str, Any]) -> dict[str, str]:
     """Block id -> why, for every block of the source that the run did not restore as the edge last coded it."""
-    from tasks.completeness import run_gaps
-    from tasks.ledger import Ledger
+    from tasks.datacenter.completeness import run_gaps
+    from tasks.store.ledger import Ledger
 
     volume = edge["volume"]
     with Ledger(paths["outbox"] / "ledger.sqlite") as at_edge, Ledger(paths["restored"] / "ledger.sqlite") as at_dc:

@@ -1,7 +1,7 @@
 """The edge node's entry flow: scan every acquisition under a root folder (or one of them).
 
 This is what the deployments run on a schedule and on ``emzip watch`` events: each sub-folder
-of ``acquisition_root`` is one volume (any layout ``tasks.volumes`` reads) and is handed to the
+of ``acquisition_root`` is one volume (any layout ``tasks.source.volumes`` reads) and is handed to the
 acquisition flow as a subflow, one after another.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.acquisition import acquisition_flow
-from tasks.volumes import VolumeError, resolve_source
+from tasks.source.volumes import VolumeError, resolve_source
 
 
 @flow(name="emzip-edge-scan")
@@ -31,7 +31,7 @@ def edge_scan_flow(
 
     ``only_volume`` (a folder name) restricts the scan to one volume: triggers pass the volume
     named by the event. Folders that are not (yet) volumes are skipped with a log line. Each
-    volume's id is its folder name plus its acquisition's id (``tasks.identity``): a folder
+    volume's id is its folder name plus its acquisition's id (``tasks.source.identity``): a folder
     written again under the same name is a new volume, never mistaken for the shipped one.
     """
     logger = get_run_logger()

@@ -16,10 +16,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from codec.settings import Settings
+from flows.steps import encode_block, ship_batch, verify_block
 from flows.synthetic import em_like
-from tasks.grid import BlockRef
-from tasks.shipping import backend_from_config
-from tasks.steps import encode_block, ship_batch, verify_block
+from tasks.edge.shipping import backend_from_config
+from tasks.source.grid import BlockRef
 from tasks.transfer import OutboxFile, TransferBatch
 
 

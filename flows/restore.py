@@ -12,18 +12,25 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.completeness import datacenter_gaps
-from tasks.diskspace import OutOfSpaceError, out_of_space
-from tasks.ledger import Ledger, worker_identity
-from tasks.names import UnsafeInputError, inside
-from tasks.omezarr import set_completeness
-from tasks.pyramid import footprint_key, whole_from
-from tasks.pyramid_pass import Chunk, carry_up
-from tasks.redelivery import REDELIVERIES, redeliver
-from tasks.restoring import DAMAGED_AFTER_SECONDS, InboxScan, ReceivedBlock, Restored, find_received, prepare_targets
-from tasks.shipping import backend_from_config
-from tasks.steps import DISK_FULL, FAILED, RESTORED, pyramid_chunks, restore_blocks
-from tasks.targets import TargetError, read_target
+from flows.steps import DISK_FULL, FAILED, RESTORED, pyramid_chunks, restore_blocks
+from tasks.datacenter.completeness import datacenter_gaps
+from tasks.datacenter.omezarr import set_completeness
+from tasks.datacenter.pyramid import footprint_key, whole_from
+from tasks.datacenter.pyramid_pass import Chunk, carry_up
+from tasks.datacenter.redelivery import REDELIVERIES, redeliver
+from tasks.datacenter.restoring import (
+    DAMAGED_AFTER_SECONDS,
+    InboxScan,
+    ReceivedBlock,
+    Restored,
+    find_received,
+    prepare_targets,
+)
+from tasks.datacenter.targets import TargetError, read_target
+from tasks.edge.shipping import backend_from_config
+from tasks.store.diskspace import OutOfSpaceError, out_of_space
+from tasks.store.ledger import Ledger, worker_identity
+from tasks.store.names import UnsafeInputError, inside
 
 
 @flow(name="emzip-restore")
@@ -39,11 +46,11 @@ def restore_flow(
 ) -> dict[str, Any]:
     """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
 
-    Each volume is an OME-Zarr 0.5 image (``tasks.omezarr``) whose level ``0`` is, by ``target``:
+    Each volume is an OME-Zarr 0.5 image (``tasks.datacenter.omezarr``) whose level ``0`` is, by ``target``:
     ``volume``, a zstd zarr v3 array (TensorStore, neuroglancer); ``archive``, the shipped
     containers as the chunks of an emzip-coded zarr v3 array that zarr-python reads with emzip
     installed (no decoding, the edge's bits per voxel kept). After the blocks, the chunks of the
-    pyramid's levels above them are recomputed (``tasks.pyramid_pass``) on the same task runner.
+    pyramid's levels above them are recomputed (``tasks.datacenter.pyramid_pass``) on the same task runner.
 
     The ledger (default ``<restored>/ledger.sqlite``) hands each block to one run (several runs
     on one inbox never restore a block twice), records failures with their reasons, and a failed
@@ -57,7 +64,7 @@ def restore_flow(
 
     ``redelivery`` (``{"outbox": EDGE_OUTBOX, "transfer": BACKEND_CONFIG}``, the edge's backend
     config whose destination is this inbox) lets the run ask for a container again when it
-    disagrees with its record (``tasks.redelivery``, up to ``REDELIVERIES`` times); one still
+    disagrees with its record (``tasks.datacenter.redelivery``, up to ``REDELIVERIES`` times); one still
     damaged after that is refused at once, loudly. Without it a damaged container waits
     ``damaged_after`` seconds (a transfer may still be writing it), then is refused. Each volume's
     image says in its attributes whether it is complete and which blocks are missing; the
@@ -304,7 +311,7 @@ MAX_BLOCKS_PER_TASK = 8
 def default_blocks_per_task(blocks: int, workers: int | None = None) -> int:
     """Blocks per restore task: the blocks shared out evenly, at most ``MAX_BLOCKS_PER_TASK``.
 
-    A task run costs Prefect bookkeeping, in the worker (about 0.05 s with ``tasks.dask_preload``,
+    A task run costs Prefect bookkeeping, in the worker (about 0.05 s with ``flows.dask_preload``,
     0.1-0.2 s before it) and on the server (about 0.06 s), against about 0.4 s for a 64x128x128
     block's restore: on a 2-core node, tasks of 2, 4 and 8 blocks scaled 1.6x, 1.6x and 1.73x from
     one worker to two (``bench.restore_dask``, before the preload's settings and TLS warm-up). A
@@ -353,8 +360,8 @@ def _local_workers() -> int:
 
 
 #: Imported by every Dask worker as it starts (codec, torch, TensorStore, tables: about 3 s), not by
-#: its first task; a cluster started by hand takes the same with ``dask worker --preload tasks.dask_preload``.
-WORKER_PRELOAD = ("tasks.dask_preload",)
+#: its first task; a cluster started by hand takes the same with ``dask worker --preload flows.dask_preload``.
+WORKER_PRELOAD = ("flows.dask_preload",)
 #: Variables Dask's nanny would set for its workers that the restore must not have.
 #: ``MALLOC_TRIM_THRESHOLD_=65536`` (Dask's default, to hand memory back to the OS sooner) makes
 #: glibc trim the heap on the decoder's many mid-sized frees: restoring 16 FlyEM blocks took 9.4 s

@@ -135,9 +135,9 @@ def write_inbox(
     ``voxel_size`` (z, y, x) in nm, anisotropic ssTEM-like by default.
     """
     from codec.settings import Settings
-    from tasks.encoding import encode_to_outbox, outbox_paths
-    from tasks.grid import block_grid
-    from tasks.provenance import new_record, write_record
+    from tasks.edge.encoding import encode_to_outbox, outbox_paths
+    from tasks.source.grid import block_grid
+    from tasks.store.provenance import new_record, write_record
 
     settings = Settings().with_overrides(**(codec or {}))
     shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))

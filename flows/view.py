@@ -16,7 +16,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tasks.omezarr import read_image
+from tasks.datacenter.omezarr import read_image
 
 __all__ = ["CorsHandler", "describe", "neuroglancer_link", "serve"]
 

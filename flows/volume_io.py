@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import atomic_write_bytes
+from tasks.store.atomic import atomic_write_bytes
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from codec.legacy.analysis import analyse_learned
-from tasks.atomic import atomic_write_bytes
+from tasks.store.atomic import atomic_write_bytes
 
 __all__ = ["bitrate_figure", "block_bitrate_png", "markdown_table", "prediction_figure", "write_results"]
 

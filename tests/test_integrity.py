@@ -13,9 +13,9 @@ import pytest
 
 from bench.reliability import bombs, integrity
 from flows.synthetic import em_like, write_inbox, write_slice_folder
-from tasks.ledger import Ledger, LedgerError
-from tasks.names import UnsafeInputError
-from tasks.volumes import resolve_source
+from tasks.source.volumes import resolve_source
+from tasks.store.ledger import Ledger, LedgerError
+from tasks.store.names import UnsafeInputError
 
 BLOCK = (4, 64, 64)
 
@@ -83,8 +83,8 @@ def test_a_folder_written_again_under_its_name_is_a_new_acquisition(tmp_path: Pa
 
 def test_an_old_ledger_is_upgraded_and_its_volumes_continue_under_their_names(tmp_path: Path) -> None:
     from flows.acquisition import bind_acquisition
-    from tasks.grid import BlockRef
-    from tasks.provenance import new_record, write_record
+    from tasks.source.grid import BlockRef
+    from tasks.store.provenance import new_record, write_record
 
     folder = tmp_path / "run1"
     write_slice_folder(em_like((2, 16, 16), seed=1), folder)
@@ -136,7 +136,7 @@ def test_convert_resumes_a_block_left_between_its_ledger_steps(tmp_path: Path) -
     import zarr
 
     from codec import Settings
-    from tasks.convert import convert_volume
+    from tasks.datacenter.convert import convert_volume
 
     volume = em_like((8, 64, 64), seed=3)
     write_slice_folder(volume, tmp_path / "run1")
@@ -200,7 +200,7 @@ def test_decoded_size_limit_counts_bytes_and_is_settable(monkeypatch: pytest.Mon
 
 
 def test_a_damaged_container_is_refused_once_it_stopped_changing(tmp_path: Path) -> None:
-    from tasks.restoring import find_received
+    from tasks.datacenter.restoring import find_received
 
     inbox = tmp_path / "inbox"
     [container] = write_inbox(em_like((4, 16, 16), seed=1), (4, 16, 16), inbox, codec={"steps": 0})
@@ -213,7 +213,7 @@ def test_a_damaged_container_is_refused_once_it_stopped_changing(tmp_path: Path)
 
 
 def test_a_restored_block_arriving_again_with_other_data_is_refused(tmp_path: Path) -> None:
-    from tasks.restoring import find_received
+    from tasks.datacenter.restoring import find_received
 
     inbox = tmp_path / "inbox"
     [container] = write_inbox(em_like((4, 16, 16), seed=1), (4, 16, 16), inbox, codec={"steps": 0})
@@ -224,7 +224,7 @@ def test_a_restored_block_arriving_again_with_other_data_is_refused(tmp_path: Pa
 
 
 def test_record_limits_newline_in_sha256_and_huge_volumes(tmp_path: Path) -> None:
-    from tasks.validation import validate_record
+    from tasks.store.validation import validate_record
 
     inbox = tmp_path / "inbox"
     [container] = write_inbox(em_like((4, 16, 16), seed=1), (4, 16, 16), inbox, codec={"steps": 0})
@@ -242,14 +242,14 @@ def test_record_limits_newline_in_sha256_and_huge_volumes(tmp_path: Path) -> Non
 
 
 def _grow(path: str, shape: tuple[int, int, int], barrier: multiprocessing.synchronize.Barrier) -> None:
-    from tasks.archive import open_archive
+    from tasks.datacenter.archive import open_archive
 
     barrier.wait()
     open_archive(Path(path), shape, np.dtype(np.uint8), (4, 4, 4), {})
 
 
 def test_two_processes_growing_an_archive_keep_both_growths(tmp_path: Path) -> None:
-    from tasks.archive import open_archive
+    from tasks.datacenter.archive import open_archive
 
     context = multiprocessing.get_context("fork")
     for trial in range(12):
@@ -268,7 +268,7 @@ def test_two_processes_growing_an_archive_keep_both_growths(tmp_path: Path) -> N
 
 def test_a_failed_edge_block_is_retried_and_emzip_retry_resets_any(tmp_path: Path) -> None:
     from flows.cli import main
-    from tasks.grid import BlockRef
+    from tasks.source.grid import BlockRef
 
     path = tmp_path / "ledger.sqlite"
     with Ledger(path) as ledger:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.grid import block_grid
-from tasks.ledger import Ledger, LedgerError
+from tasks.source.grid import BlockRef, block_grid
+from tasks.store.ledger import Ledger, LedgerError
+from tests import golden_ledger
 
 BLOCKS = list(block_grid("vol", (8, 32, 32), (4, 16, 16)))
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +84,7 @@ def test_expired_lease_can_be_taken_over(tmp_path: Path) -> None:
 
 _CLAIM_AND_HANG = """
 import sys, time
-from tasks.ledger import Ledger
+from tasks.store.ledger import Ledger
 ledger = Ledger(sys.argv[1])
 mode = sys.argv[2]
 if mode == "claim":
@@ -132,3 +135,44 @@ def test_process_killed_inside_a_transaction_changes_nothing(tmp_path: Path) -> 
     with Ledger(db, timeout=5) as ledger:
         assert ledger.progress()["discovered"] == 8
         assert len(ledger.claim("next", limit=8)) == 8  # the lock died with the process
+
+
+def _claim_one(ledger: Ledger) -> tuple[str, str]:
+    [claimed] = ledger.claim("today", block_ids=["vol/z0000_y0000_x0016"])
+    return claimed.block_id, "today"
+
+
+_TIMES = {"at", "created", "updated", "bound", "superseded"}
+
+
+def _timeless(value: object) -> object:
+    """A snapshot without the wall-clock times it was taken at."""
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if k not in _TIMES}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def test_a_ledger_written_before_the_split_opens_and_reads_the_same(tmp_path: Path) -> None:
+    """The golden ledger (written by the one-module ledger of 490c103) reads back byte for byte."""
+    copy = tmp_path / "ledger.sqlite"
+    shutil.copyfile(golden_ledger.DATABASE, copy)
+    with Ledger(copy) as ledger:
+        assert golden_ledger.snapshot(ledger, copy) == json.loads(golden_ledger.SNAPSHOT.read_text())
+        ledger.fail(*_claim_one(ledger), "kept going")  # and it goes on working with today's code
+        assert ledger.retry_failed() == 1
+        [claimed] = ledger.claim("today", block_ids=["vol/z0000_y0016_x0000"])
+        ledger.advance(claimed.block_id, "today", "encoded", release=True)
+        assert ledger.supersede(BLOCKS[0], "raw data changed") == 2
+        assert [v["version"] for v in ledger.versions(BLOCKS[0].block_id)] == [1]
+
+
+def test_todays_ledger_writes_what_the_golden_ledger_holds(tmp_path: Path) -> None:
+    """The same calls give the same tables, records, events and versions (times aside)."""
+    database = tmp_path / "today.sqlite"
+    with Ledger(database) as ledger:
+        golden_ledger.fill(ledger, BLOCKS, BlockRef("vol", 4, 10, 0, 16, 0, 16))
+    with Ledger(database) as ledger:
+        today = golden_ledger.snapshot(ledger, database)
+    assert _timeless(today) == _timeless(json.loads(golden_ledger.SNAPSHOT.read_text()))

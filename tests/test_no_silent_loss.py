@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from bench.reliability import silent
-from tasks.grid import BlockRef
-from tasks.ledger import Ledger
+from tasks.source.grid import BlockRef
+from tasks.store.ledger import Ledger
 
 
 def test_a_growing_acquisition_run_twice_restores_every_slice(prefect_api: str, tmp_path: Path) -> None:
@@ -75,8 +75,8 @@ def test_a_touched_but_unchanged_slice_is_not_coded_again(tmp_path: Path) -> Non
     import os
 
     from flows.synthetic import em_like, write_slice_folder
-    from tasks.revisions import find_revisions, raw_stamp
-    from tasks.volumes import open_volume, resolve_source
+    from tasks.source.revisions import find_revisions, raw_stamp
+    from tasks.source.volumes import open_volume, resolve_source
 
     folder = tmp_path / "vol"
     write_slice_folder(em_like((4, 16, 16), seed=3), folder)
@@ -86,7 +86,7 @@ def test_a_touched_but_unchanged_slice_is_not_coded_again(tmp_path: Path) -> Non
         ledger.discover([block])
         worker = "w"
         ledger.claim(worker, volume="vol")
-        from tasks.checksums import array_sha256
+        from tasks.store.checksums import array_sha256
 
         sha = array_sha256(volume.read(block.bounds))
         ledger.advance(block.block_id, worker, "encoded", raw_sha256=sha, raw_stamp=raw_stamp(volume, block))
@@ -195,7 +195,7 @@ def test_emzip_run_refusing_a_changed_slice_prints_one_clean_error_without_a_tra
 
 def test_a_failed_read_names_the_file_and_not_the_tensorstore_spec(tmp_path: Path) -> None:
     from flows.synthetic import em_like, write_slice_folder
-    from tasks.volumes import VolumeError, open_volume, resolve_source
+    from tasks.source.volumes import VolumeError, open_volume, resolve_source
 
     folder = tmp_path / "vol"
     paths = write_slice_folder(em_like((3, 32, 32), seed=3), folder)

@@ -1,7 +1,7 @@
 """Restored volumes are OME-Zarr 0.5 images with a mean pyramid (issue 26).
 
 Every level is compared with a reference mean-pool written here, independently of
-``tasks.pyramid``: numpy block sums over a zero-padded copy, divided by the count of voxels
+``tasks.datacenter.pyramid``: numpy block sums over a zero-padded copy, divided by the count of voxels
 inside the volume, rounded half up.
 """
 
@@ -22,15 +22,15 @@ from bench.reliability.harness import run_flow_process
 from flows.demo import read_restored
 from flows.restore import restore_flow
 from flows.synthetic import em_like, write_inbox, write_slice_folder
-from tasks.omezarr import read_image
-from tasks.pyramid import level_plan
+from tasks.datacenter.omezarr import read_image
+from tasks.datacenter.pyramid import level_plan
 
 GRID = (4, 32, 32)
 SHAPE = (12, 70, 100)  # partial blocks on every axis, odd sizes at the levels
 
 
 def reference_pyramid(volume: np.ndarray, factors: list[tuple[int, int, int]]) -> list[np.ndarray]:
-    """Each level as a mean of the level below, by reshaping a zero-padded copy (not tasks.pyramid)."""
+    """Each level as a mean of the level below, by reshaping a zero-padded copy (not tasks.datacenter.pyramid)."""
     levels = [volume]
     for below, here in itertools.pairwise(factors):
         step = tuple(h // b for h, b in zip(here, below, strict=True))

@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-import tasks.encoding
-import tasks.steps
+import flows.steps
+import tasks.edge.encoding
 from codec.api import encode as real_encode
 from flows.acquisition import acquisition_flow
 from flows.demo import format_summary, read_restored, run_demo, run_pipeline
 from flows.restore import restore_flow
 from flows.synthetic import em_like, write_slice_folder
-from tasks.ledger import Ledger
-from tasks.provenance import load_record
+from tasks.store.ledger import Ledger
+from tasks.store.provenance import load_record
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (8, 64, 128)
@@ -98,7 +98,7 @@ def test_failed_verification_is_not_shipped_and_others_are(
             return type(result)(**{**result.__dict__, "data": bad.data})
         return result
 
-    monkeypatch.setattr(tasks.encoding, "encode", corrupting_encode)
+    monkeypatch.setattr(tasks.edge.encoding, "encode", corrupting_encode)
     result = run_pipeline(folder, tmp_path, layout="slices", volume_name="vol", block_shape=BLOCK, codec=CODEC)
     edge = result["edge"]
     assert edge["progress"]["shipped"] == 3 and edge["progress"]["failed"] == 1
@@ -136,7 +136,7 @@ def test_a_batch_ships_while_the_next_block_trains(
     # ready to ship before the third block trains however long the verifiers take to start.
     verified_one = threading.Event()
     encodes: list[int] = []
-    real_verify = tasks.steps.verify_container
+    real_verify = flows.steps.verify_container
 
     def watching_verify(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -150,8 +150,8 @@ def test_a_batch_ships_while_the_next_block_trains(
             verified_one.wait(timeout=60)
 
     monkeypatch.setattr(LocalTransfer, "transfer", slow_transfer)
-    monkeypatch.setattr(tasks.encoding, "encode", _flagging_encode(encoding, second_waits_for_a_verification))
-    monkeypatch.setattr(tasks.steps, "verify_container", watching_verify)
+    monkeypatch.setattr(tasks.edge.encoding, "encode", _flagging_encode(encoding, second_waits_for_a_verification))
+    monkeypatch.setattr(flows.steps, "verify_container", watching_verify)
     edge = acquisition_flow(
         acquisition=str(folder),
         outbox=str(tmp_path / "outbox"),
@@ -172,7 +172,7 @@ def test_a_batch_ships_while_the_next_block_trains(
 def test_the_next_block_is_read_while_this_one_trains(
     prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks.volumes import Volume
+    from tasks.source.volumes import Volume
 
     folder, volume = _acquisition(tmp_path, seed=7)
     encoding = threading.Event()  # set while a block trains and encodes
@@ -188,7 +188,7 @@ def test_the_next_block_is_read_while_this_one_trains(
         return real_read(self, bounds)
 
     monkeypatch.setattr(Volume, "read", watching_read)
-    monkeypatch.setattr(tasks.encoding, "encode", _flagging_encode(encoding))
+    monkeypatch.setattr(tasks.edge.encoding, "encode", _flagging_encode(encoding))
     result = run_pipeline(folder, tmp_path, layout="slices", volume_name="vol", block_shape=BLOCK, codec=CODEC)
     assert overlapped == [True] * 4, "a block was read while no block trained"
     assert result["edge"]["progress"]["shipped"] == 4 and result["edge"]["progress"]["failed"] == 0

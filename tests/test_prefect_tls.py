@@ -14,8 +14,8 @@ import pytest
 from prefect.client.orchestration import PrefectClient, SyncPrefectClient
 from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
 
-from tasks import prefect_tls
-from tasks.prefect_tls import PATCHED_MODULES, share_verified_contexts, shared_ssl
+from flows import prefect_tls
+from flows.prefect_tls import PATCHED_MODULES, share_verified_contexts, shared_ssl
 
 API = "http://127.0.0.1:9/api"  # never contacted: building a client opens no connection
 

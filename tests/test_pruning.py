@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.synthetic import em_like, write_slice_folder
-from tasks.checksums import array_sha256
-from tasks.grid import block_grid
-from tasks.ledger import Ledger
-from tasks.pruning import prune_raw_files
-from tasks.volumes import Volume, open_volume, resolve_source
+from tasks.edge.pruning import prune_raw_files
+from tasks.source.grid import block_grid
+from tasks.source.volumes import Volume, open_volume, resolve_source
+from tasks.store.checksums import array_sha256
+from tasks.store.ledger import Ledger
 
 BLOCK = (4, 64, 64)
 

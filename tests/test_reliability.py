@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tasks.atomic
+import tasks.store.atomic
 from bench import reliability
-from tasks.atomic import atomic_write_bytes, remove_abandoned_temporaries
-from tasks.diskspace import out_of_space
-from tasks.failpoints import POINTS
-from tasks.ledger import Ledger
-from tasks.names import UnsafeInputError, check_volume_name, inside
-from tasks.volumes import VolumeError, resolve_source
+from tasks.source.volumes import VolumeError, resolve_source
+from tasks.store.atomic import atomic_write_bytes, remove_abandoned_temporaries
+from tasks.store.diskspace import out_of_space
+from tasks.store.failpoints import POINTS
+from tasks.store.ledger import Ledger
+from tasks.store.names import UnsafeInputError, check_volume_name, inside
 
 FULL = os.environ.get("EMZIP_RELIABILITY_FULL") == "1"
 FULL_ONLY = "a sample runs in CI; EMZIP_RELIABILITY_FULL=1 (or python -m bench.reliability --full) runs every one"
@@ -83,7 +83,7 @@ def test_quota_exceeded_names_the_file_and_leaves_nothing(tmp_path: Path, monkey
     def no_quota(descriptor: int) -> None:
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
 
-    monkeypatch.setattr(tasks.atomic.os, "fsync", no_quota)  # the errno, at the file-writing seam
+    monkeypatch.setattr(tasks.store.atomic.os, "fsync", no_quota)  # the errno, at the file-writing seam
     target = tmp_path / "outbox" / "vol" / "z0000_y0000_x0000.emz"
     with pytest.raises(OSError) as caught:
         atomic_write_bytes(target, b"container bytes")
@@ -137,7 +137,7 @@ def test_fuzzed_containers_and_records_give_typed_errors_never_wrong_data(tmp_pa
 
 def test_a_record_still_arriving_waits_and_a_forged_one_is_refused(tmp_path: Path) -> None:
     from bench.reliability.crafted import good_block
-    from tasks.restoring import find_received
+    from tasks.datacenter.restoring import find_received
 
     inbox = tmp_path / "inbox"
     container, _, _ = good_block(inbox)

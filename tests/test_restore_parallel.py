@@ -13,9 +13,9 @@ from bench.reliability.harness import run_flow_process, transitions
 from flows.demo import read_restored
 from flows.restore import MAX_BLOCKS_PER_TASK, WORKER_PRELOAD, default_blocks_per_task, plan_tasks, restore_flow
 from flows.synthetic import em_like, write_inbox
-from tasks.failpoints import ARMED, ENVIRONMENT, ONCE
-from tasks.grid import block_grid, parse_block_id
-from tasks.restoring import limit_io_threads
+from tasks.datacenter.restoring import limit_io_threads
+from tasks.source.grid import block_grid, parse_block_id
+from tasks.store.failpoints import ARMED, ENVIRONMENT, ONCE
 
 GRID = (4, 64, 64)
 
@@ -120,7 +120,7 @@ def _io_settings() -> dict[str, object]:
     import prefect.client.orchestration as orchestration
     import zarr
 
-    from tasks import restoring
+    from tasks.datacenter import restoring
 
     context = restoring._io_context
     return {

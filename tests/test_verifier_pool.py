@@ -9,10 +9,10 @@ import pytest
 
 from codec import Settings, compress
 from flows.synthetic import em_like
-from tasks.checksums import array_sha256, file_sha256
-from tasks.failpoints import ARMED, ENVIRONMENT, ONCE
-from tasks.verification import VerificationError, verify_container
-from tasks.verifier_pool import COUNT_VARIABLE, NICENESS_VARIABLE, VerifierPool, verifier_count
+from tasks.edge.verification import VerificationError, verify_container
+from tasks.edge.verifier_pool import COUNT_VARIABLE, NICENESS_VARIABLE, VerifierPool, verifier_count
+from tasks.store.checksums import array_sha256, file_sha256
+from tasks.store.failpoints import ARMED, ENVIRONMENT, ONCE
 
 
 @pytest.fixture()
@@ -123,7 +123,7 @@ def test_failpoints_act_only_when_armed(tmp_path: Path) -> None:
     import os
     import subprocess
 
-    script = "from tasks.failpoints import failpoint; failpoint('encode.train'); print('alive')"
+    script = "from tasks.store.failpoints import failpoint; failpoint('encode.train'); print('alive')"
     env = {**os.environ, ENVIRONMENT: "encode.train"}
     env.pop(ARMED, None)
     unarmed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
@@ -132,7 +132,7 @@ def test_failpoints_act_only_when_armed(tmp_path: Path) -> None:
         [sys.executable, "-c", script], env={**env, ARMED: "1"}, capture_output=True, text=True, timeout=60
     )
     assert armed.returncode == -9  # SIGKILL: the crash tests still get their kill
-    cli = "import os; from flows.cli import main; from tasks.failpoints import failpoint\n"
+    cli = "import os; from flows.cli import main; from tasks.store.failpoints import failpoint\n"
     cli += "main(['info', '/nonexistent']); failpoint('encode.train'); print('alive')"
     through_cli = subprocess.run(
         [sys.executable, "-c", cli], env={**env, ARMED: "1"}, capture_output=True, text=True, timeout=60

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from flows.synthetic import em_like, write_chunked, write_slice, write_slice_folder
-from tasks.destination import RestoreError, open_destination, write_block
-from tasks.grid import BlockRef, block_grid, choose_block_shape, parse_block_id
-from tasks.readiness import scan_volume
-from tasks.volumes import VolumeError, open_volume, resolve_source, shared_context
+from tasks.datacenter.destination import RestoreError, open_destination, write_block
+from tasks.edge.readiness import scan_volume
+from tasks.source.grid import BlockRef, block_grid, choose_block_shape, parse_block_id
+from tasks.source.volumes import VolumeError, open_volume, resolve_source, shared_context
 
 SHAPE = (10, 40, 44)
 CHUNK = (4, 16, 16)

@@ -1,4 +1,4 @@
-"""emzip as a zarr v3 codec (codec/zarr_codec.py) and the data center's archive target (tasks/archive.py)."""
+"""emzip as a zarr v3 codec (codec/zarr_codec.py) and the data center's archive target (tasks/datacenter/archive.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from codec.errors import EmzipError
 from codec.settings import Settings
 from codec.zarr_codec import EmzipCodec
 from flows.synthetic import em_like, write_inbox
-from tasks.archive import chunk_path, place_block
-from tasks.checksums import array_sha256, file_sha256
-from tasks.destination import RestoreError
-from tasks.grid import block_grid
+from tasks.datacenter.archive import chunk_path, place_block
+from tasks.datacenter.destination import RestoreError
+from tasks.source.grid import block_grid
+from tasks.store.checksums import array_sha256, file_sha256
 
 SERIALIZER = {"name": "emzip", "configuration": {"settings": {"steps": 5}}}
 
@@ -95,7 +95,7 @@ def test_a_container_that_does_not_read_back_leaves_no_chunk(tmp_path: Path) -> 
     write_inbox(volume, (4, 64, 64), inbox, codec={"steps": 0})
     [block] = block_grid("vol", volume.shape, (4, 64, 64))
     container = inbox / "vol" / f"{block.file_stem}.emz"
-    from tasks.archive import open_archive
+    from tasks.datacenter.archive import open_archive
 
     archive = tmp_path / "vol.zarr"
     open_archive(archive, volume.shape, volume.dtype, (4, 64, 64), {})
@@ -110,8 +110,8 @@ def test_a_container_that_does_not_read_back_leaves_no_chunk(tmp_path: Path) -> 
 def test_convert_is_resumable_and_never_touches_the_source(tmp_path: Path) -> None:
     from flows.cli import main
     from flows.synthetic import write_slice_folder
-    from tasks.convert import convert_volume
-    from tasks.volumes import resolve_source
+    from tasks.datacenter.convert import convert_volume
+    from tasks.source.volumes import resolve_source
 
     volume = em_like((6, 70, 90), seed=10)
     folder = tmp_path / "run7"

@@ -7,7 +7,7 @@ SQLite, the codec and the local transfer backend:
   outside the volume, huge shapes, wrong dtypes, symbolic links out of the inbox, ...) beside one
   good block, through the restore flow: nothing written outside the restored root, nothing
   crafted restored, every crafted file refused and left in place;
-- kill -9 at every named step of the edge and restore flows (``tasks.failpoints``), then a run
+- kill -9 at every named step of the edge and restore flows (``tasks.store.failpoints``), then a run
   that resumes: volume identical, every block shipped and restored exactly once, no temporary
   files left, nothing pruned before its copy was confirmed at the destination;
 - full disks (a real, small tmpfs filled to the last byte, where the machine lets us mount one)

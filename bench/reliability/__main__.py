@@ -105,7 +105,7 @@ def run_all(work: Path, full: bool) -> dict[str, Any]:
     from prefect.testing.utilities import prefect_test_harness
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from tasks.failpoints import POINTS
+    from tasks.store.failpoints import POINTS
 
     template, volume = write_acquisition(work / "template")
     results: dict[str, Any] = {}

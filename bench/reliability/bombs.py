@@ -125,10 +125,10 @@ from pathlib import Path
 kind, path = sys.argv[1], Path(sys.argv[2])
 from codec import decompress
 from codec.errors import EmzipError
-from tasks.destination import RestoreError
-import tasks.restoring
+from tasks.datacenter.destination import RestoreError
+import tasks.datacenter.restoring
 if kind == "restore":
-    from tasks.restoring import find_received, prepare_targets, restore_block
+    from tasks.datacenter.restoring import find_received, prepare_targets, restore_block
     scan = find_received(path / "inbox", damaged_after=0)
     prepare_targets(scan.received, path / "restored", "volume")
     data = None

@@ -81,7 +81,7 @@ def crafted_inbox(work: Path) -> dict[str, Any]:
     Needs a Prefect API.
     """
     from flows.restore import restore_flow
-    from tasks.checksums import file_sha256
+    from tasks.store.checksums import file_sha256
 
     inbox = work / "datacenter" / "inbox"
     restored_root = work / "datacenter" / "restored"

@@ -23,7 +23,7 @@ from bench.reliability.harness import (
     temporary_files,
     transitions,
 )
-from tasks.grid import block_grid
+from tasks.source.grid import block_grid
 
 
 @contextlib.contextmanager
@@ -103,7 +103,7 @@ def out_of_space_site(work: Path, template: Path, volume: np.ndarray, site: str)
     """
     from flows.acquisition import acquisition_flow
     from flows.restore import restore_flow
-    from tasks.ledger import Ledger
+    from tasks.store.ledger import Ledger
 
     folder = work / "microscope" / VOLUME
     shutil.copytree(template, folder)

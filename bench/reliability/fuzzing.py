@@ -68,8 +68,8 @@ def fuzz(work: Path, containers: int, records: int, seed: int = 0) -> dict[str, 
     from codec import Settings, compress, decompress
     from codec.errors import EmzipError
     from flows.synthetic import em_like
-    from tasks.names import UnsafeInputError, inside
-    from tasks.validation import validate_record
+    from tasks.store.names import UnsafeInputError, inside
+    from tasks.store.validation import validate_record
 
     rng = random.Random(seed)
     block = em_like(BLOCK, seed=seed + 1)

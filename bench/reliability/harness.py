@@ -114,7 +114,7 @@ def temporary_files(root: Path) -> list[str]:
 
 def transitions(ledger_path: Path, to_state: str) -> dict[str, int]:
     """How many times each block entered ``to_state`` (take-overs, logged state -> same, excluded)."""
-    from tasks.ledger import Ledger
+    from tasks.store.ledger import Ledger
 
     if not ledger_path.exists():
         return {}

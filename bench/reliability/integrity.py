@@ -76,7 +76,7 @@ def _forge(
     import hashlib
 
     from codec import Settings, compress
-    from tasks.checksums import array_sha256
+    from tasks.store.checksums import array_sha256
 
     container = compress(data, Settings(steps=0))
     forged = copy.deepcopy(record)
@@ -138,8 +138,8 @@ _KILL_CONVERT = """
 import sys
 from pathlib import Path
 from codec.settings import Settings
-from tasks.convert import convert_volume
-from tasks.volumes import resolve_source
+from tasks.datacenter.convert import convert_volume
+from tasks.source.volumes import resolve_source
 source = resolve_source(sys.argv[1], layout="slices", write_id=False)
 convert_volume(source, Path(sys.argv[2]), Settings(steps=0), (4, 64, 64))
 """
@@ -182,8 +182,8 @@ def verifier_waiters(work: Path, threads: int = 3) -> dict[str, Any]:
 
     from codec import Settings, compress
     from flows.synthetic import em_like
-    from tasks.failpoints import ARMED, ENVIRONMENT
-    from tasks.verifier_pool import VerifierFailedError, VerifierPool
+    from tasks.edge.verifier_pool import VerifierFailedError, VerifierPool
+    from tasks.store.failpoints import ARMED, ENVIRONMENT
 
     work.mkdir(parents=True, exist_ok=True)
     path = work / "block.emz"

@@ -52,10 +52,10 @@ def pruned_early(work: Path, folder: Path, volume: np.ndarray) -> list[str]:
     the one the record promises (what the transfer verified). An outbox container counts as gone
     when the edge ledger says it was written (it has its sha256) and the file is not there.
     """
-    from tasks.checksums import file_sha256
-    from tasks.grid import block_grid
-    from tasks.ledger import Ledger
-    from tasks.volumes import list_slice_files
+    from tasks.source.grid import block_grid
+    from tasks.source.volumes import list_slice_files
+    from tasks.store.checksums import file_sha256
+    from tasks.store.ledger import Ledger
 
     inbox = work / "datacenter" / "inbox" / VOLUME
     outbox = work / "edge" / "outbox" / VOLUME
@@ -117,7 +117,7 @@ def kill_point(work: Path, template: Path, volume: np.ndarray, point: str) -> Ki
     """
     from flows.acquisition import acquisition_flow
     from flows.restore import restore_flow
-    from tasks.grid import block_grid
+    from tasks.source.grid import block_grid
 
     started = time.monotonic()
     folder = work / "microscope" / VOLUME

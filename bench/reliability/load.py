@@ -14,7 +14,7 @@ from bench.reliability.harness import REPO
 
 _CLAIMER = """
 import json, sys, time
-from tasks.ledger import Ledger, worker_identity
+from tasks.store.ledger import Ledger, worker_identity
 path, start_at = sys.argv[1], float(sys.argv[2])
 worker = worker_identity()
 claimed = []
@@ -33,8 +33,8 @@ print(json.dumps(claimed))
 
 def ledger_load(work: Path, workers: int, blocks: int) -> dict[str, Any]:
     """``workers`` processes claim-and-advance ``blocks`` blocks from one ledger; counts and rate."""
-    from tasks.grid import BlockRef
-    from tasks.ledger import Ledger
+    from tasks.source.grid import BlockRef
+    from tasks.store.ledger import Ledger
 
     path = work / "ledger.sqlite"
     with Ledger(path) as ledger:

@@ -99,7 +99,7 @@ def growth_cli(work: Path) -> Outcome:
 
 def growth_marker(work: Path) -> Outcome:
     """The flow with ``ACQUISITION_COMPLETE`` written at 10 slices; the acquisition is extended later."""
-    from tasks.readiness import DEFAULT_MARKER
+    from tasks.edge.readiness import DEFAULT_MARKER
 
     volume, folder = _volume(), work / "microscope" / NAME
     _write(volume, folder, 0, SHORT)
@@ -133,7 +133,7 @@ def changed_slice(work: Path, prune_raw: str = "off") -> Outcome:
 
 def changed_slice_refused(work: Path) -> Outcome:
     """A changed slice with ``on_changed_source="refuse"``: the run must stop, naming the slices."""
-    from tasks.revisions import SourceChangedError
+    from tasks.source.revisions import SourceChangedError
 
     folder, changed = _ship_then_change(work)
     try:
@@ -150,8 +150,8 @@ class _StoppedError(Exception):
 def _convert(folder: Path, archive: Path, stop_after: int | None = None) -> Any:
     """``emzip convert`` of ``folder`` (stopped, as a kill would, after ``stop_after`` blocks)."""
     from codec.settings import Settings
-    from tasks.convert import convert_volume
-    from tasks.volumes import resolve_source
+    from tasks.datacenter.convert import convert_volume
+    from tasks.source.volumes import resolve_source
 
     def stop(stage: str, done: int, total: int) -> None:
         if stop_after is not None and done >= stop_after:
@@ -173,7 +173,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def growth_convert(work: Path) -> Outcome:
     """``emzip convert`` at 10 of 24 slices, then again at 24: level 0 and level 1 must equal the source."""
-    from tasks.pyramid import mean_pool
+    from tasks.datacenter.pyramid import mean_pool
 
     volume, folder, archive = _volume(), work / "source" / NAME, work / "archive.zarr"
     _write(volume, folder, 0, SHORT)
@@ -201,7 +201,7 @@ def _factor(archive: Path) -> tuple[int, int, int]:
 
 def recreated_source(work: Path) -> Outcome:
     """A convert stopped half way; the source folder is deleted and written again with other data; resumed."""
-    from tasks.volumes import VolumeError
+    from tasks.source.volumes import VolumeError
 
     folder, archive = work / "source" / NAME, work / "archive.zarr"
     _write(_volume(), folder, 0, SHAPE[0])

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from tasks.atomic import fsync_directory, locked_temporary
-from tasks.checksums import file_sha256
-from tasks.failpoints import failpoint
+from tasks.store.atomic import fsync_directory, locked_temporary
+from tasks.store.checksums import file_sha256
+from tasks.store.failpoints import failpoint
 from tasks.transfer._errors import PermanentTransferError, TransientTransferError
 from tasks.transfer._model import FileResult, OutboxFile, TransferBatch, TransferReport
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.checksums import file_sha256
-from tasks.failpoints import failpoint
+from tasks.store.checksums import file_sha256
+from tasks.store.failpoints import failpoint
 from tasks.transfer._model import TransferBatch, TransferReport
 
 

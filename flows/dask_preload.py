@@ -1,0 +1,34 @@
+"""Dask worker preload for the restore: load the restore code, and size the worker for one core.
+
+A worker started with ``--preload flows.dask_preload`` (``flows.restore.dask_task_runner``
+passes it to the local cluster's workers) pays for torch, TensorStore and the codec's probability
+tables (about 3 s in all) once as it starts, not in its first restore task: on a short run the
+first block's warm-up would otherwise decide how well the workers scale. The same goes for
+Prefect's settings: every task run rebuilds its settings context in the worker, and the first
+build in a process costs 0.27-0.34 s here (pydantic-settings validating Prefect's nested settings
+models for the first time), every later one 25 ms; the preload builds one. It also keeps the
+worker's work outside decoding small, because on a node with a worker per core that work is
+taken from the other workers: Prefect's API clients share one verified TLS context
+(``flows.prefect_tls``), and TensorStore's and zarr's helper threads are as many as the worker's
+task threads (``tasks.datacenter.restoring.limit_io_threads``), not as many as the node's cores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.context import SettingsContext, get_settings_context
+
+import flows.steps  # noqa: F401 (imported for its side effect: the restore task's modules loaded)
+from codec.v4 import tables
+from flows.prefect_tls import share_verified_contexts
+from tasks.datacenter.restoring import limit_io_threads
+
+tables.warm()
+SettingsContext(**get_settings_context().serialize())  # what each task run's hydration does, once
+share_verified_contexts()
+
+
+def dask_setup(worker: Any) -> None:
+    """Called by Dask once the worker has started: its I/O helpers get one thread per task thread."""
+    limit_io_threads(worker.state.nthreads)

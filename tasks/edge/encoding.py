@@ -1,0 +1,111 @@
+"""Train-and-encode one block into the outbox (``<outbox>/<volume>/<block>.emz``)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from codec.api import encode
+from codec.settings import Settings
+from tasks.source.grid import BlockRef, versioned_stem
+from tasks.store.atomic import atomic_write_bytes
+from tasks.store.failpoints import failpoint
+
+__all__ = ["EncodedBlock", "encode_to_outbox", "outbox_paths"]
+
+
+@dataclass(frozen=True)
+class EncodedBlock:
+    """A block written to the outbox (not yet verified by a separate process)."""
+
+    block: BlockRef
+    container_path: Path
+    raw_sha256: str
+    raw_bytes: int
+    compressed_sha256: str
+    compressed_bytes: int
+    codec: str
+    reason: str
+    seconds: float
+    encoding: dict[str, Any]
+    """The provenance record's ``encoding`` section."""
+
+    @property
+    def bits_per_voxel(self) -> float:
+        """Compressed bits per voxel of the block."""
+        return 8.0 * self.compressed_bytes / max(self.block.voxels, 1)
+
+
+def outbox_paths(outbox: Path, block: BlockRef, version: int = 1) -> tuple[Path, Path]:
+    """(container, provenance) paths of one version of a block in the outbox (``grid.versioned_stem``)."""
+    folder = outbox / block.volume
+    stem = versioned_stem(block, version)
+    return folder / f"{stem}.emz", folder / f"{stem}.prov.json"
+
+
+def _crash_test_points(stage: str, done: int, total: int) -> None:
+    """The codec's progress callback: lets the crash tests kill a run inside training."""
+    if stage == "train" and done >= 1:
+        failpoint("encode.train")
+
+
+def encode_to_outbox(
+    block: BlockRef,
+    data: np.ndarray,
+    settings: Settings,
+    outbox: Path,
+    warm_start: dict[str, torch.Tensor] | None = None,
+    version: int = 1,
+) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
+    """Encode ``data`` (the block's voxels) and write the container atomically (as ``version``).
+
+    Returns the encoded block and the trained model's weights (to warm-start the next block).
+    """
+    if data.shape != block.shape:
+        raise ValueError(f"{block.block_id}: read {data.shape}, expected {block.shape}")
+    result = encode(data, settings, warm_start=warm_start, progress=_crash_test_points)
+    container_path, _ = outbox_paths(outbox, block, version)
+    atomic_write_bytes(container_path, result.data)
+    failpoint("encode.written")
+    training = result.training
+    compressed_sha256 = hashlib.sha256(result.data).hexdigest()
+    encoding = {
+        "raw_sha256": result.sha256,
+        "raw_bytes": result.raw_bytes,
+        "compressed_sha256": compressed_sha256,
+        "compressed_bytes": len(result.data),
+        "bits_per_voxel": round(8.0 * len(result.data) / max(block.voxels, 1), 6),
+        "ratio_to_raw": round(result.raw_bytes / max(len(result.data), 1), 4),
+        "codec": result.codec,
+        "reason": result.reason,
+        "settings": settings.to_json(),
+        "model_sha256": result.model_sha256,
+        "training": None
+        if training is None
+        else {
+            "steps": training.steps,
+            "seconds": round(training.seconds, 3),
+            "final_validation_bits_per_voxel": training.validation_bits,
+            "stopped_early": training.stopped_early,
+            "device": training.device,
+        },
+        "seconds": round(result.seconds, 3),
+    }
+    encoded = EncodedBlock(
+        block=block,
+        container_path=container_path,
+        raw_sha256=result.sha256,
+        raw_bytes=result.raw_bytes,
+        compressed_sha256=compressed_sha256,
+        compressed_bytes=len(result.data),
+        codec=result.codec,
+        reason=result.reason,
+        seconds=result.seconds,
+        encoding=encoding,
+    )
+    return encoded, result.model_state
