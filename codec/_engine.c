@@ -40,6 +40,15 @@
 #define MAX_HIDDEN 64
 #define MAX_INPUTS 64
 #define HEADER_INTS 8
+/* Largest extent of a block along any axis (docs/format.md): a decoding thread's scratch grows
+ * with the row width, so the width is bounded before anything is allocated. */
+#define MAX_EXTENT (1 << 16)
+/* Largest |partial sum| of any int32 accumulator the model can reach (codec/v4/freeze.py). */
+#define SUM_LIMIT (1ll << 30)
+#define INPUT_MAX 128      /* |grey - 128| */
+#define ACTIVATION_MAX 255 /* activations are 0..255 */
+/* shift_scale 24: every voxel takes scale index 0 (docs/format.md, "shift_scale"). */
+#define SHIFT_SCALE_CONSTANT 24
 
 typedef struct {
     int hidden, n_prev, n_cur, shift1, shift2, shift_mean, shift_scale, n_scales;
@@ -71,17 +80,43 @@ static int in_int16(const int32_t *v, Py_ssize_t n) {
     return 1;
 }
 
-/* Parse the flat int32 model array (layout: docs/format.md, MODL). Returns 0 or sets an error.
- * The caller (codec/v4/freeze.py, check_bounds) has already refused models whose sums could
- * pass 2**30; this checks the sizes, ranges and offsets that memory safety depends on. */
+static int64_t magnitude(int32_t v) { return v < 0 ? -(int64_t)v : (int64_t)v; }
+
+/* sum over i < n of |v[i * stride]| (int64: at most 64 x 2**31, no overflow). */
+static int64_t sum_abs(const int32_t *v, int n, int stride) {
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) sum += magnitude(v[(size_t)i * stride]);
+    return sum;
+}
+
+/* Whether every int32 accumulator stays below SUM_LIMIT for any input (the same bound as
+ * codec/v4/freeze.py's check_bounds): then no sum, activation or output of the model can leave
+ * int32, in any order of summation. */
+static int sums_bounded(const Model *m) {
+    const int h = m->hidden;
+    for (int j = 0; j < h; j++) {
+        const int64_t layer1 = (sum_abs(m->w1p + j, m->n_prev, h) + sum_abs(m->w1c + j, m->n_cur, h)) * INPUT_MAX +
+                               magnitude(m->b1[j]);
+        const int64_t layer2 = sum_abs(m->w2 + j, h, h) * ACTIVATION_MAX + magnitude(m->b2[j]);
+        if (layer1 >= SUM_LIMIT || layer2 >= SUM_LIMIT) return 0;
+    }
+    const int64_t skip = (sum_abs(m->lp, m->n_prev, 1) + sum_abs(m->lc, m->n_cur, 1)) * INPUT_MAX + magnitude(m->bl);
+    const int64_t mean = skip + sum_abs(m->w3, h, 1) * ACTIVATION_MAX + magnitude(m->b3[0]);
+    const int64_t scale = sum_abs(m->w3 + h, h, 1) * ACTIVATION_MAX + magnitude(m->b3[1]);
+    return mean < SUM_LIMIT && scale < SUM_LIMIT;
+}
+
+/* Parse the flat int32 model array (layout: docs/format.md, MODL). Returns 0 or sets a
+ * ValueError. Checks every field's range, the sizes, the context offsets and the bound on the
+ * sums (as codec/v4/freeze.py does before any call): arithmetic and memory safety rest on them. */
 static int parse_model(const int32_t *p, Py_ssize_t n, Model *m) {
     if (n < HEADER_INTS) goto bad;
     m->hidden = p[0]; m->n_prev = p[1]; m->n_cur = p[2];
     m->shift1 = p[3]; m->shift2 = p[4]; m->shift_mean = p[5]; m->shift_scale = p[6]; m->n_scales = p[7];
     if (m->hidden < 8 || m->hidden > MAX_HIDDEN || m->hidden % 8 != 0 || m->n_prev < 0 || m->n_prev > MAX_INPUTS ||
         m->n_cur < 0 || m->n_cur > MAX_INPUTS || m->shift1 < 1 || m->shift1 > 24 || m->shift2 < 1 || m->shift2 > 24 ||
-        m->shift_mean < 5 || m->shift_mean > 30 || m->shift_scale < 1 || m->shift_scale > 30 || m->n_scales < 1 ||
-        m->n_scales > 1024)
+        m->shift_mean < 5 || m->shift_mean > 24 || m->shift_scale < 1 || m->shift_scale > SHIFT_SCALE_CONSTANT ||
+        m->n_scales < 1 || m->n_scales > 1024)
         goto bad;
     {
         Py_ssize_t h = m->hidden, np_ = m->n_prev, nc = m->n_cur;
@@ -111,6 +146,10 @@ static int parse_model(const int32_t *p, Py_ssize_t n, Model *m) {
     for (int k = 0; k < m->n_cur; k++) {
         int dy = m->off_cur[2 * k], dx = m->off_cur[2 * k + 1];
         if (dy < -MARGIN || dy > 0 || dx < -MARGIN || dx > MARGIN || (dy == 0 && dx >= 0)) goto bad;
+    }
+    if (!sums_bounded(m)) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: model sums could leave int32 (over 2**30)");
+        return -1;
     }
     return 0;
 bad:
@@ -194,10 +233,12 @@ static inline int32_t activation(int32_t acc, int shift) {
     return v > 255 ? 255 : v;
 }
 
-/* floor(v / 2**shift) for any sign, without relying on signed right shifts. */
+/* floor(v / 2**shift) for |v| < 2**32 and 0 <= shift <= 30, without a signed right shift (its
+ * result for a negative value is implementation-defined) and without a branch: v + 2**(32 + shift)
+ * is positive and below 2**63, shifted as unsigned, then 2**32 taken off again. The model's bound
+ * (sums_bounded: every sum below 2**30, plus the rounding term) keeps |v| below 2**32. */
 static inline int64_t floor_shift(int64_t v, int shift) {
-    const int64_t bias = (int64_t)1 << 40;
-    return (int64_t)(((uint64_t)(v + (bias << shift))) >> shift) - bias;
+    return (int64_t)((uint64_t)(v + ((int64_t)1 << (32 + shift))) >> shift) - ((int64_t)1 << 32);
 }
 
 static inline uint32_t pair_of(int16_t a, int16_t b) { return (uint32_t)(uint16_t)a | ((uint32_t)(uint16_t)b << 16); }
@@ -467,6 +508,46 @@ typedef void (*RowsFn)(uint8_t *, int, int, int, int, int, const Model *, const 
                        Recorder *, Scratch *);
 static RowsFn code_rows = code_rows_portable;
 
+/* PyArg "O&" converter: a Python int within C int range into *out; TypeError for a non-int,
+ * ValueError for one out of range (never OverflowError: callers catch ValueError). */
+static int int_arg(PyObject *obj, void *out) {
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "emzip engine: expected an int, got %s", Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred()) return 0;
+    if (overflow || v < -(long long)MAX_EXTENT * 64 || v > (long long)MAX_EXTENT * 64) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: integer argument out of range");
+        return 0;
+    }
+    *(int *)out = (int)v;
+    return 1;
+}
+
+/* Every table row a model may pick is a valid rANS row: cum[0] = 0, cum[256] = 2**PROB_BITS,
+ * every frequency >= 1; and each LUT entry is exactly the first symbol whose interval reaches
+ * its bucket, with that symbol's start and frequency. Cheap (about 0.3 ms for 512 rows); it is
+ * what keeps find_symbol inside the row and the encoder from dividing by zero. */
+static int check_tables(const Tables *t) {
+    for (Py_ssize_t r = 0; r < t->rows; r++) {
+        const uint32_t *cum = t->cum + r * CUM_STRIDE;
+        const uint64_t *lut = t->lut + r * LUT_STRIDE;
+        if (cum[0] != 0 || cum[N_SYMBOLS] != PROB_SCALE) return -1;
+        for (int s = 0; s < N_SYMBOLS; s++)
+            if (cum[s + 1] <= cum[s]) return -1;
+        int s = 0;
+        for (uint32_t b = 0; b < LUT_STRIDE; b++) {
+            const uint32_t first_slot = b << (PROB_BITS - LUT_BITS);
+            while (cum[s + 1] <= first_slot) s++;
+            const uint64_t expected = (uint64_t)s | ((uint64_t)cum[s] << 8) | ((uint64_t)(cum[s + 1] - cum[s]) << 32);
+            if (lut[b] != expected) return -1;
+        }
+    }
+    return 0;
+}
+
 typedef struct {
     Py_buffer vol, model, cum, lut;
     Model m;
@@ -483,16 +564,36 @@ static void release_common(Common *c) {
     if (c->lut.obj) PyBuffer_Release(&c->lut);
 }
 
+/* PyObject_GetBuffer, with a BufferError (read-only, say) given as the TypeError it is to a caller. */
+static int get_buffer(PyObject *obj, Py_buffer *view, int flags, const char *what) {
+    if (PyObject_GetBuffer(obj, view, flags) == 0) return 0;
+    if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "emzip engine: %s must be a C-contiguous%s buffer", what,
+                     flags & PyBUF_WRITABLE ? ", writable" : "");
+    }
+    view->obj = NULL;
+    return -1;
+}
+
 static int setup_common(Common *c, PyObject *vol, int writable, PyObject *model, PyObject *cum, PyObject *lut) {
     memset(&c->vol, 0, sizeof(Py_buffer) * 4);
     memset(&c->q, 0, sizeof c->q);
-    if (PyObject_GetBuffer(vol, &c->vol, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS : PyBUF_C_CONTIGUOUS) < 0)
+    if (get_buffer(vol, &c->vol, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS : PyBUF_C_CONTIGUOUS, "volume") < 0)
         return -1;
-    if (PyObject_GetBuffer(model, &c->model, PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (PyObject_GetBuffer(cum, &c->cum, PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (PyObject_GetBuffer(lut, &c->lut, PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (c->Z < 1 || c->Y < 1 || c->X < 1 || (Py_ssize_t)c->Z * c->Y * c->X != c->vol.len) {
+    if (get_buffer(model, &c->model, PyBUF_C_CONTIGUOUS, "model") < 0) return -1;
+    if (get_buffer(cum, &c->cum, PyBUF_C_CONTIGUOUS, "cum table") < 0) return -1;
+    if (get_buffer(lut, &c->lut, PyBUF_C_CONTIGUOUS, "lut table") < 0) return -1;
+    if (c->Z < 1 || c->Y < 1 || c->X < 1 || c->Z > MAX_EXTENT || c->Y > MAX_EXTENT || c->X > MAX_EXTENT) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: block extent out of range (1 to MAX_EXTENT per axis)");
+        return -1;
+    }
+    if ((Py_ssize_t)c->Z * c->Y * c->X != c->vol.len) {
         PyErr_SetString(PyExc_ValueError, "emzip engine: volume buffer does not match its shape");
+        return -1;
+    }
+    if ((uintptr_t)c->model.buf % 4 || (uintptr_t)c->cum.buf % 4 || (uintptr_t)c->lut.buf % 8) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: model or table buffer is not aligned to its items");
         return -1;
     }
     if (c->model.len % 4 != 0 || parse_model((const int32_t *)c->model.buf, c->model.len / 4, &c->m) < 0) {
@@ -501,16 +602,20 @@ static int setup_common(Common *c, PyObject *vol, int writable, PyObject *model,
     }
     c->t.rows = c->cum.len / (Py_ssize_t)(4 * CUM_STRIDE);
     if (c->cum.len != c->t.rows * 4 * CUM_STRIDE || c->lut.len != c->t.rows * LUT_STRIDE * 8 ||
-        c->t.rows < (Py_ssize_t)c->m.n_scales * MEAN_FRACTIONS) {
+        c->t.rows != (Py_ssize_t)c->m.n_scales * MEAN_FRACTIONS) {
         PyErr_SetString(PyExc_ValueError, "emzip engine: tables do not match the model");
+        return -1;
+    }
+    c->t.cum = (const uint32_t *)c->cum.buf;
+    c->t.lut = (const uint64_t *)c->lut.buf;
+    if (check_tables(&c->t) < 0) {
+        PyErr_SetString(PyExc_ValueError, "emzip engine: malformed rANS tables");
         return -1;
     }
     if (prepare(&c->m, &c->q) < 0) {
         PyErr_NoMemory();
         return -1;
     }
-    c->t.cum = (const uint32_t *)c->cum.buf;
-    c->t.lut = (const uint64_t *)c->lut.buf;
     return 0;
 }
 
@@ -536,7 +641,10 @@ static PyObject *encode_stripe(PyObject *self, PyObject *args) {
     PyObject *vol, *model, *cum, *lut;
     Common c;
     int y0, y1;
-    if (!PyArg_ParseTuple(args, "OiiiiiOOO", &vol, &c.Z, &c.Y, &c.X, &y0, &y1, &model, &cum, &lut)) return NULL;
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "OO&O&O&O&O&OOO", &vol, int_arg, &c.Z, int_arg, &c.Y, int_arg, &c.X, int_arg, &y0,
+                          int_arg, &y1, &model, &cum, &lut))
+        return NULL;
     if (setup_common(&c, vol, 0, model, cum, lut) < 0) { release_common(&c); return NULL; }
     if (y0 < 0 || y1 > c.Y || y0 >= y1) {
         release_common(&c);
@@ -634,7 +742,7 @@ static void *decode_worker(void *arg) {
     for (int z = 0; z < c->Z; z++) {
         if (!w->failed)
             for (int j = w->index; j < w->n_jobs; j += w->n_threads)
-                code_rows((uint8_t *)c->vol.buf, c->Y, c->X, z, w->jobs[j].y0, w->jobs[j].y1, &c->m, &c->q, &c->t,
+                if (!w->jobs[j].dec.failed) code_rows((uint8_t *)c->vol.buf, c->Y, c->X, z, w->jobs[j].y0, w->jobs[j].y1, &c->m, &c->q, &c->t,
                           &w->jobs[j].dec, NULL, &s);
         if (w->n_threads > 1) barrier_wait(w->barrier);
     }
@@ -651,7 +759,9 @@ static PyObject *decode_block(PyObject *self, PyObject *args) {
     PyObject *vol, *model, *cum, *lut, *stripes_obj;
     Common c;
     int threads;
-    if (!PyArg_ParseTuple(args, "OiiiOOOOi", &vol, &c.Z, &c.Y, &c.X, &model, &cum, &lut, &stripes_obj, &threads))
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "OO&O&O&OOOOO&", &vol, int_arg, &c.Z, int_arg, &c.Y, int_arg, &c.X, &model, &cum, &lut,
+                          &stripes_obj, int_arg, &threads))
         return NULL;
     if (setup_common(&c, vol, 1, model, cum, lut) < 0) {
         release_common(&c);
@@ -673,12 +783,18 @@ static PyObject *decode_block(PyObject *self, PyObject *args) {
         goto done;
     }
     for (; got < n; got++) {
-        PyObject *words_obj;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "iiO", &jobs[got].y0, &jobs[got].y1, &words_obj))
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_Format(PyExc_TypeError, "stripe %zd: expected a tuple (y0, y1, words)", got);
             goto done;
-        if (PyObject_GetBuffer(words_obj, &words[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
+        }
+        PyObject *words_obj = PyTuple_GET_ITEM(item, 2);
+        if (!int_arg(PyTuple_GET_ITEM(item, 0), &jobs[got].y0) || !int_arg(PyTuple_GET_ITEM(item, 1), &jobs[got].y1))
+            goto done;
+        if (get_buffer(words_obj, &words[got], PyBUF_C_CONTIGUOUS, "a stripe's words") < 0) goto done;
         StripeJob *j = &jobs[got];
-        if (j->y0 != expected_y0 || j->y1 <= j->y0 || j->y1 > c.Y || words[got].len % 4 != 0 || words[got].len < 8) {
+        if (j->y0 != expected_y0 || j->y1 <= j->y0 || j->y1 > c.Y || words[got].len % 4 != 0 || words[got].len < 8 ||
+            (uintptr_t)words[got].buf % 4) {
             PyErr_Format(PyExc_ValueError, "stripe %zd: bad rows or a stream too short for its initial state", got);
             got++;
             goto done;
@@ -730,7 +846,11 @@ static PyObject *decode_block(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         const Decoder *d = &jobs[i].dec;
-        if (d->failed || d->state != RANS_L || d->pos != d->n_words) {
+        if (d->failed) {
+            PyErr_Format(PyExc_ValueError, "stripe %zd: stream ran out of words before its voxels did", i);
+            goto done;
+        }
+        if (d->state != RANS_L || d->pos != d->n_words) {
             PyErr_Format(PyExc_ValueError, "stripe %zd: stream does not end where its voxels do", i);
             goto done;
         }
@@ -801,5 +921,6 @@ PyMODINIT_FUNC PyInit__engine(void) {
     PyModule_AddIntConstant(mod, "MEAN_FRACTIONS", MEAN_FRACTIONS);
     PyModule_AddIntConstant(mod, "MAX_HIDDEN", MAX_HIDDEN);
     PyModule_AddIntConstant(mod, "MAX_INPUTS", MAX_INPUTS);
+    PyModule_AddIntConstant(mod, "MAX_EXTENT", MAX_EXTENT);
     return mod;
 }

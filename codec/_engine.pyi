@@ -8,6 +8,7 @@ MARGIN: int
 MEAN_FRACTIONS: int
 MAX_HIDDEN: int
 MAX_INPUTS: int
+MAX_EXTENT: int
 
 def use_kernel(name: str) -> str: ...
 def encode_stripe(

@@ -4,6 +4,7 @@
  * decode: dec != NULL (voxels written into vol); encode: rec != NULL (voxels read from vol). */
 ROWS_ATTR static void ROWS_FN(uint8_t *vol, int Y, int X, int z, int stripe_y0, int y1, const Model *m, const Prepared *q,
                       const Tables *t, Decoder *dec, Recorder *rec, Scratch *sc) {
+    if (dec != NULL && dec->failed) return; /* the stream ran out in an earlier slice */
     const int H = q->H, C1 = q->C1, NP = m->n_prev;
     const int W = X + 2 * MARGIN;
     const int rows = y1 - stripe_y0;
@@ -31,6 +32,7 @@ ROWS_ATTR static void ROWS_FN(uint8_t *vol, int Y, int X, int z, int stripe_y0, 
     for (int i = 0; i < NR / 2; i++) own_adjacent[i] = PAIR_LOADS && dr[2 * i + 1] == dr[2 * i] + 1;
     uint32_t pin[PAIR_SLOTS] = {0}, cin[PAIR_SLOTS] = {0};
     for (int y = stripe_y0; y < y1; y++) {
+        if (dec != NULL && dec->failed) return; /* the stream ran out: decode no further (work bounded by bytes) */
         /* Previous-slice part of layer 1 and of the skip, for the whole row. */
         const Py_ssize_t prow = (Py_ssize_t)(y - stripe_y0 + MARGIN) * W + MARGIN;
         for (int x = 0; x < X; x++) {
@@ -65,7 +67,9 @@ ROWS_ATTR static void ROWS_FN(uint8_t *vol, int Y, int X, int z, int stripe_y0, 
             VOXEL(m, q, sc->pre + (size_t)x * C1, cin, &lin, &om, &os);
             int64_t mean4 = floor_shift((int64_t)lin + om + ((int64_t)1 << (m->shift_mean - 3)), m->shift_mean - 2) + 512;
             mean4 = mean4 < 0 ? 0 : (mean4 > 1023 ? 1023 : mean4);
-            int64_t scale = floor_shift((int64_t)os + ((int64_t)1 << (m->shift_scale - 1)), m->shift_scale);
+            int64_t scale = m->shift_scale == SHIFT_SCALE_CONSTANT /* index 0 (docs/format.md) */
+                                ? 0
+                                : floor_shift((int64_t)os + ((int64_t)1 << (m->shift_scale - 1)), m->shift_scale);
             scale = scale < 0 ? 0 : (scale >= m->n_scales ? m->n_scales - 1 : scale);
             const Py_ssize_t row = (Py_ssize_t)scale * MEAN_FRACTIONS + (mean4 & (MEAN_FRACTIONS - 1));
             const int base = (int)(mean4 >> 2);

@@ -25,6 +25,7 @@ from codec.legacy import decode as legacy_decode
 from codec.limits import LimitError, check_decoded_bytes
 from codec.settings import Settings
 from codec.v4 import block as v4_block
+from codec.v4.context import MAX_EXTENT
 from codec.v4.train import TrainReport
 
 log = logging.getLogger("emzip.codec")
@@ -120,6 +121,8 @@ def _learned_eligible(array: np.ndarray, settings: Settings) -> str | None:
         return f"learned path codes uint8 only (got {array.dtype})"
     if array.ndim not in (2, 3):
         return f"learned path codes 2-D or 3-D blocks only (got {array.ndim}-D)"
+    if max(array.shape) > MAX_EXTENT:
+        return f"learned path codes blocks of at most {MAX_EXTENT} voxels per axis (got {array.shape})"
     if settings.training_steps() == 0:
         return "effort 0: no model trained"
     if array.size < MIN_LEARNED_VOXELS and settings.codec != "learned":
@@ -306,7 +309,7 @@ def decompress(
         dims = (shape3[0], shape3[1], shape3[2])
         if parsed.version >= 4:
             job = v4_block.parse(parsed.config, parsed.model, parsed.data, dims)
-            array = v4_block.decode([job], threads)[0].reshape(shape)
+            array = v4_block.decode([job], threads, max_bytes)[0].reshape(shape)
         else:
             on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
             array = legacy_decode.decode_learned(parsed, dims, on_slice).reshape(shape)

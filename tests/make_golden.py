@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import FORMAT_VERSION, container, encode
+from codec import FORMAT_VERSION, container, decompress, encode
 from codec.v4 import block as v4_block
 from flows.synthetic import em_like
 
@@ -63,3 +63,47 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: A v4 learned container whose model has ``shift_scale`` 24, coded by the engine of 490c103
+#: (``python -c "from tests.make_golden import shift24; shift24()"`` with that engine built). v4
+#: writers of that time chose 24 for a model with a near-zero scale row, and that engine then
+#: computed scale index 0 for every voxel; v4 keeps that meaning (docs/format.md, "shift_scale"),
+#: and this file shows that such containers still decode.
+SHIFT24 = "learned_shift24_v4.emz"
+
+
+def shift24() -> None:
+    """Write ``SHIFT24``: the ``learned_v4`` golden's block and model, its scale row made to vary."""
+    import lzma
+    import struct
+    import zlib
+
+    from codec.v4 import engine
+
+    source = container.unpack((GOLDEN / "learned_v4.emz").read_bytes())
+    job = v4_block.parse(source.config, source.model, source.data, source.header.shape)  # type: ignore[arg-type]
+    block = decompress((GOLDEN / "learned_v4.emz").read_bytes())
+    model = job.model.copy()
+    hidden = int(model[0])
+    model[6] = 24  # shift_scale
+    w3_scale = len(model) - (2 + model[1] + model[2] + 1) - hidden  # the scale row of W3 ends where b3 starts
+    rng = np.random.default_rng(24)
+    model[w3_scale : w3_scale + hidden] = rng.integers(-(1 << 14), 1 << 14, hidden)
+    model[w3_scale + hidden + 1] = 5 << 24  # b3[1]: by the formula alone, indices around 5
+    streams = engine.encode_block(block, model, job.family, len(job.streams))
+    data = struct.pack("<I", len(streams)) + b"".join(
+        struct.pack("<II", zlib.crc32(s), len(s) // 4) + s for s in streams
+    )
+    modl = lzma.compress(model.astype("<i4").tobytes(), preset=9)
+    blob = container.pack(container.Container(source.header, source.config, modl, data))
+    assert np.array_equal(decompress(blob), block)
+    (GOLDEN / SHIFT24).write_bytes(blob)
+    manifest_path = GOLDEN / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest[SHIFT24] = dict(
+        manifest["learned_v4.emz"],
+        container_sha256=hashlib.sha256(blob).hexdigest(),
+        first_words=[int(w) for w in np.frombuffer(streams[0], "<u4")[:4]],
+    )
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from codec.errors import CorruptDataError
-from codec.limits import check_learned_payload
+from codec.limits import LimitError, check_learned_payload
 from codec.v4 import engine
-from codec.v4.context import DEFAULT_CONTEXT, Context, stripe_starts
+from codec.v4.context import DEFAULT_CONTEXT, MAX_EXTENT, Context, stripe_starts
 from codec.v4.freeze import BoundError, check_bounds, freeze, unpack
 from codec.v4.tables import coder_tables
 from codec.v4.train import sample_block, train
@@ -106,6 +106,8 @@ class DecodeJob:
 
 def parse(config: dict[str, Any], model: bytes, data: bytes, shape: tuple[int, int, int]) -> DecodeJob:
     """Check CONF, MODL and DATA of a v4 learned block against each other and the format's limits."""
+    if not all(1 <= extent <= MAX_EXTENT for extent in shape):
+        raise LimitError(f"learned block {shape}: every extent must be 1 to {MAX_EXTENT} (format v4)")
     raw = config.get("engine")
     if not isinstance(raw, dict):
         raise CorruptDataError("CONF has no engine settings")
@@ -114,10 +116,7 @@ def parse(config: dict[str, Any], model: bytes, data: bytes, shape: tuple[int, i
         raise CorruptDataError(f"CONF names unknown distribution family {family!r}")
     if not isinstance(stripes, int) or not 1 <= stripes <= min(MAX_STRIPES, shape[1]):
         raise CorruptDataError(f"CONF stripes {stripes!r} out of range for {shape[1]} rows")
-    try:
-        raw_model = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(model, max_length=_MAX_MODEL_BYTES)
-    except lzma.LZMAError as exc:
-        raise CorruptDataError(f"model weights do not decompress: {exc}") from exc
+    raw_model = _model_bytes(model)
     if len(raw_model) % 4:
         raise CorruptDataError("model array is not whole int32 values")
     array = np.frombuffer(raw_model, dtype="<i4").astype(np.int32)
@@ -132,6 +131,22 @@ def parse(config: dict[str, Any], model: bytes, data: bytes, shape: tuple[int, i
     streams = _streams(data, stripes)
     _check_density(streams, shape)
     return DecodeJob(streams, shape, array, family)
+
+
+def _model_bytes(model: bytes) -> bytes:
+    """MODL's one xz stream, whole, at most ``_MAX_MODEL_BYTES`` decompressed, nothing after it."""
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        raw = decompressor.decompress(model, max_length=_MAX_MODEL_BYTES)
+    except lzma.LZMAError as exc:
+        raise CorruptDataError(f"model weights do not decompress: {exc}") from exc
+    if not decompressor.eof:
+        if decompressor.needs_input:
+            raise CorruptDataError("model weights end inside their xz stream")
+        raise LimitError(f"model weights decompress to more than {_MAX_MODEL_BYTES} bytes")
+    if decompressor.unused_data:
+        raise CorruptDataError(f"{len(decompressor.unused_data)} bytes after the model's xz stream")
+    return raw
 
 
 def _check_density(streams: list[bytes], shape: tuple[int, int, int]) -> None:
@@ -163,9 +178,15 @@ def _streams(data: bytes, stripes: int) -> list[bytes]:
     return out
 
 
-def decode(jobs: list[DecodeJob], threads: int = 1) -> list[np.ndarray]:
-    """Decode parsed blocks with the engine (their stripes share ``threads`` threads)."""
+def decode(jobs: list[DecodeJob], threads: int = 1, max_bytes: int | None = None) -> list[np.ndarray]:
+    """Decode parsed blocks with the engine (their stripes share ``threads`` threads).
+
+    Before anything is allocated, each block's output and its threads' scratch together must fit
+    ``max_bytes`` (default ``codec.limits.max_decoded_bytes()``; LimitError otherwise).
+    """
     for job in jobs:
+        per_block = engine.block_threads(threads, len(jobs), len(job.streams))
+        engine.check_decode_bytes(job.shape, len(job.streams), int(job.model[0]), per_block, max_bytes)
         coder_tables(job.family)
     try:
         return engine.decode_blocks([(j.streams, j.shape, j.model, j.family) for j in jobs], threads)

@@ -21,6 +21,10 @@ import numpy as np
 
 MARGIN = 3
 MAX_INPUTS = 64
+#: Largest extent of a v4 learned block along any axis (docs/format.md). A decoding thread's
+#: scratch grows with the row width, so readers refuse more before allocating, writers never
+#: write more (such blocks take the classic path).
+MAX_EXTENT = 1 << 16
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import codec._engine as _engine
-from codec.v4.context import stripe_starts
+from codec.limits import LimitError, max_decoded_bytes
+from codec.v4.context import MARGIN, MAX_EXTENT, stripe_starts
 from codec.v4.tables import LUT_BITS, MEAN_FRACTIONS, PROB_BITS, coder_tables
 
 RANS_L = 1 << 31
-if (_engine.PROB_BITS, _engine.LUT_BITS, _engine.MEAN_FRACTIONS) != (PROB_BITS, LUT_BITS, MEAN_FRACTIONS):
+#: Most threads the engine runs one block on (``decode_block``'s own cap).
+MAX_BLOCK_THREADS = 64
+if (_engine.PROB_BITS, _engine.LUT_BITS, _engine.MEAN_FRACTIONS, _engine.MARGIN, _engine.MAX_EXTENT) != (
+    PROB_BITS,
+    LUT_BITS,
+    MEAN_FRACTIONS,
+    MARGIN,
+    MAX_EXTENT,
+):
     raise ImportError("codec/_engine was built from another source: run `pip install -e .` again")
 
 
@@ -49,6 +58,44 @@ def encode_block(volume: np.ndarray, model: np.ndarray, family: str, stripes: in
     return [one(s) for s in range(stripes)]
 
 
+def scratch_bytes(shape: tuple[int, int, int], stripes: int, hidden: int) -> int:
+    """What one decoding thread of the engine allocates for a block (``alloc_scratch``, ``prepare``):
+    two padded previous-slice planes and the current one (int16) of its tallest stripe, and the
+    layer-1 sums of a row (int32, hidden + 8 per voxel), plus the rearranged weights."""
+    rows = int(max(np.diff(stripe_starts(shape[1], stripes))))
+    width = shape[2] + 2 * MARGIN
+    planes = 2 * (2 * (rows + 2 * MARGIN) * width) + 2 * (rows + MARGIN) * width
+    weights = 2 * (_engine.MAX_INPUTS + 8) * hidden * 2 + 2 * hidden * hidden + 8 * hidden
+    return planes + 4 * shape[2] * (hidden + 8) + weights
+
+
+def block_threads(threads: int, blocks: int, stripes: int) -> int:
+    """Threads the engine runs one block on when ``blocks`` blocks share ``threads`` (``decode_blocks``)."""
+    if threads > 1 and blocks >= threads:
+        return 1
+    return max(1, min(threads, stripes, MAX_BLOCK_THREADS))
+
+
+def decode_bytes(shape: tuple[int, int, int], stripes: int, hidden: int, threads: int) -> int:
+    """Bytes a block's decode holds at once: its output and the scratch of each of its threads."""
+    used = max(1, min(threads, stripes, MAX_BLOCK_THREADS))
+    return shape[0] * shape[1] * shape[2] + used * scratch_bytes(shape, stripes, hidden)
+
+
+def check_decode_bytes(
+    shape: tuple[int, int, int], stripes: int, hidden: int, threads: int, limit: int | None = None
+) -> None:
+    """Refuse (LimitError) a decode whose output and scratch together pass the decoded-bytes limit."""
+    limit = max_decoded_bytes() if limit is None else limit
+    need = decode_bytes(shape, stripes, hidden, threads)
+    if need > limit:
+        output = shape[0] * shape[1] * shape[2]
+        raise LimitError(
+            f"decoding {shape} needs {need} bytes: {output} of output and {need - output} of scratch for its "
+            f"threads, over the limit of {limit} (EMZIP_MAX_DECODED_BYTES)"
+        )
+
+
 def decode_blocks(
     jobs: list[tuple[list[bytes], tuple[int, int, int], np.ndarray, str]], threads: int = 1
 ) -> list[np.ndarray]:
@@ -56,7 +103,8 @@ def decode_blocks(
 
     One engine call decodes a whole block, its stripes on up to ``threads`` threads (slice by
     slice, behind a barrier: a slice reads the two before it). With more blocks than threads,
-    the blocks themselves are spread over the threads, one thread each.
+    the blocks themselves are spread over the threads, one thread each. The caller has checked
+    each block's memory (``check_decode_bytes``) with ``block_threads``.
     """
 
     def one(job: tuple[list[bytes], tuple[int, int, int], np.ndarray, str], block_threads: int) -> np.ndarray:

@@ -15,6 +15,12 @@ Arithmetic (integers only; :func:`check_bounds` keeps every partial sum below 2*
 mean4 (the mean in quarter grey levels) is clamped to 0..1023, the scale index to
 0..n_scales - 1. Activation scales come from a calibration sample: the 99.9th percentile of each
 layer maps to at most 255.
+
+Field ranges (docs/format.md): hidden 8..64 in steps of 8, inputs 0..64 per group, shift1 and
+shift2 1..24, shift_mean 5..24, shift_scale 1..24, n_scales = N_SCALES. shift_scale 24 is special:
+every voxel takes scale index 0. v4 writers before 2026-12-07 chose 24 for a model whose scale row
+is near zero, and the engine of that time computed index 0 for it; v4 keeps that meaning so that
+their containers decode, and writers now choose at most 23 (``MAX_WRITTEN_SHIFT_SCALE``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from codec.v4.context import Context
 from codec.v4.model import INPUT_DIVISOR, SCALE_OFFSET, RasterModel
 
 HEADER = 8
+#: The shift_scale whose scale index is 0 for every voxel (see the module docstring).
+SHIFT_SCALE_CONSTANT = 24
+#: The largest shift_scale ``freeze`` writes: the scale row keeps its meaning.
+MAX_WRITTEN_SHIFT_SCALE = 23
 #: Largest |partial sum| any int32 accumulator may reach (margin below 2**31).
 SUM_LIMIT = 1 << 30
 _WEIGHT_LIMIT = 1 << 14
@@ -89,7 +99,7 @@ def freeze(model: RasterModel, context: Context, calibration: np.ndarray) -> np.
     mean_sum = np.abs(ws).sum() * _INPUT_MAX + abs(bs) + np.abs(w3s[0]).sum() * _ACTIVATION_MAX + abs(b3[0])
     shift_mean = max(5, min(24, _exponent_for(ws, _WEIGHT_LIMIT), _exponent_for(np.array([mean_sum]), SUM_LIMIT // 2)))
     scale_sum = np.abs(w3s[1]).sum() * _ACTIVATION_MAX + abs(b3[1])
-    shift_scale = max(1, min(24, _exponent_for(np.array([scale_sum]), SUM_LIMIT // 2)))
+    shift_scale = max(1, min(MAX_WRITTEN_SHIFT_SCALE, _exponent_for(np.array([scale_sum]), SUM_LIMIT // 2)))
     w3q = np.stack([np.round(w3s[0] * 2.0**shift_mean), np.round(w3s[1] * 2.0**shift_scale)])
     b3q = np.array([round(b3[0] * 2.0**shift_mean), round(b3[1] * 2.0**shift_scale)], np.float64)
     wsq, bsq = np.round(ws * 2.0**shift_mean), round(bs * 2.0**shift_mean)
@@ -143,8 +153,11 @@ def unpack(array: np.ndarray) -> ModelArray:
     hidden, n_prev, n_cur, shift1, shift2, shift_mean, shift_scale, n_scales = (int(v) for v in array[:HEADER])
     if not (8 <= hidden <= 64 and hidden % 8 == 0 and 0 <= n_prev <= 64 and 0 <= n_cur <= 64):
         raise BoundError(f"model header out of range: hidden {hidden}, inputs {n_prev}+{n_cur}")
-    if not (1 <= shift1 <= 24 and 1 <= shift2 <= 24 and 5 <= shift_mean <= 30 and 1 <= shift_scale <= 30):
-        raise BoundError("model shifts out of range")
+    if not (1 <= shift1 <= 24 and 1 <= shift2 <= 24 and 5 <= shift_mean <= 24 and 1 <= shift_scale <= 24):
+        raise BoundError(
+            f"model shifts out of range: {shift1}, {shift2}, mean {shift_mean}, scale {shift_scale} "
+            "(format: 1-24, 1-24, 5-24, 1-24)"
+        )
     if n_scales != N_SCALES:
         raise BoundError(f"model claims {n_scales} scales, the format has {N_SCALES}")
     inputs = n_prev + n_cur

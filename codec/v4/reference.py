@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from codec.v4.context import stripe_starts
-from codec.v4.freeze import unpack
+from codec.v4.freeze import SHIFT_SCALE_CONSTANT, unpack
 from codec.v4.tables import MEAN_FRACTIONS, PROB_BITS, coder_tables
 
 RANS_L = 1 << 31
@@ -50,6 +50,8 @@ class _Model:
         mean4 = ((mean + (1 << (self.shift_mean - 3))) >> (self.shift_mean - 2)) + 512
         scale = self.b3[1] + sum(w * v for w, v in zip(self.w3[1], h2, strict=True))
         index = (scale + (1 << (self.shift_scale - 1))) >> self.shift_scale
+        if self.shift_scale == SHIFT_SCALE_CONSTANT:  # docs/format.md: every voxel takes scale index 0
+            index = 0
         return min(max(mean4, 0), 1023), min(max(index, 0), self.n_scales - 1)
 
 
