@@ -12,21 +12,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from codec import container, fallback
 from codec.container import Container, Header
 from codec.errors import CorruptDataError, EmzipError, FormatError, UnsupportedInputError
-from codec.family_probe import choose_family
-from codec.legacy import decode as legacy_decode
 from codec.limits import LimitError, check_decoded_bytes
 from codec.settings import Settings
 from codec.v4 import block as v4_block
 from codec.v4.context import MAX_EXTENT
-from codec.v4.train import TrainReport
+
+if TYPE_CHECKING:  # torch (training, v1-v3 decoding) is imported where it is used: v4 decoding never needs it
+    import torch
+
+    from codec.v4.train import TrainReport
 
 log = logging.getLogger("emzip.codec")
 
@@ -67,6 +68,8 @@ class EncodeResult:
 
 
 def _pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -135,6 +138,9 @@ def _learned_container(
 ) -> tuple[bytes, TrainReport, str, dict[str, torch.Tensor]]:
     """A format-v4 learned container: the block's raster model, trained or warm-started, coded by the engine."""
     block = _as_3d(array)
+    from codec.family_probe import choose_family
+    from codec.v4.train import TrainReport
+
     family = choose_family(block, settings.seed) if settings.family == "auto" else settings.family
     steps = settings.training_steps()
     if progress:
@@ -312,6 +318,8 @@ def decompress(
             array = v4_block.decode([job], threads, max_bytes)[0].reshape(shape)
         else:
             on_slice = (lambda done, total: progress("decode", done, total)) if progress else None
+            from codec.legacy import decode as legacy_decode  # v1-v3 learned blocks need torch
+
             array = legacy_decode.decode_learned(parsed, dims, on_slice).reshape(shape)
     elif header.codec == "jpegxl":
         if header.dtype not in fallback.JPEGXL_DTYPES or len(shape) not in (2, 3):
@@ -360,8 +368,11 @@ def decompress_many(blobs: list[bytes], *, device: str = "cpu", batch: int = 8, 
         arrays = v4_block.decode([job for _, _, job in group], threads)
         for (i, parsed, _), array in zip(group, arrays, strict=True):
             results[i] = _finish(parsed, array.reshape(parsed.header.shape))
-    for i, array in legacy_decode.decode_v3_batches(v3_items, device, batch).items():
-        results[i] = array
+    if v3_items:
+        from codec.legacy import decode as legacy_decode  # v3 learned blocks need torch
+
+        for i, array in legacy_decode.decode_v3_batches(v3_items, device, batch).items():
+            results[i] = array
     return [r for r in results if r is not None]
 
 

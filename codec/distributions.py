@@ -8,9 +8,12 @@ arithmetic only, so every machine holds bit-identical float64 values.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is for training only: decoding never imports it
+    import torch
 
 FAMILIES = ("gaussian", "laplace")
 #: Means are coded on a grid of 1 / 2**MEAN_FRACTION_BITS grey levels.
@@ -46,11 +49,15 @@ def scale_table() -> np.ndarray:
 
 def continuous_scale(index: torch.Tensor) -> torch.Tensor:
     """The scale for a real-valued index, as the training loss uses it."""
+    import torch
+
     clamped = index.clamp(0.0, float(N_SCALES - 1))
     return 0.25 * torch.pow(2.0, clamped / SCALES_PER_OCTAVE)
 
 
 def _cdf(family: str, x: torch.Tensor) -> torch.Tensor:
+    import torch
+
     if family == "gaussian":
         return torch.special.ndtr(x)
     # Laplace with unit scale, written so that both tails keep precision.
@@ -70,6 +77,8 @@ def negative_log2_likelihood(
     integers instead, which differs from this integral by < 0.01 bit for scales >= 1 and only
     matters for near-constant regions (training there aims at a slightly wider scale).
     """
+    import torch
+
     inv = 1.0 / scale
     upper = _cdf(family, (values + 0.5 - mean) * inv)
     lower = _cdf(family, (values - 0.5 - mean) * inv)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
@@ -30,6 +29,9 @@ from tasks.source.revisions import raw_stamp
 from tasks.source.volumes import VolumeError, VolumeSource, open_volume
 from tasks.store.diskspace import out_of_space
 from tasks.transfer import TransferBackend, TransferBatch, TransferReport, TransientTransferError
+
+if TYPE_CHECKING:
+    import torch
 
 GPU_LIMIT_PREFIX = "emzip-gpu"
 
@@ -111,6 +113,8 @@ def encode_block(
     version: int = 1,
 ) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
     """Train and encode on the best device; one encode per GPU at a time (global concurrency limit)."""
+    import torch  # training: the restore side of these tasks never loads it
+
     logger = get_run_logger()
     if settings.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -188,7 +188,7 @@ def test_trailing_bytes_after_the_model_stream_are_refused() -> None:
         decompress(blob)
 
 
-def test_scratch_counts_against_the_decoded_bytes_limit() -> None:
+def test_scratch_counts_against_the_decoded_bytes_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Output and every decoding thread's scratch together stay within the limit, or nothing runs."""
     data = (GOLDEN / "learned_v4.emz").read_bytes()
     parsed = container.unpack(data)
@@ -196,9 +196,15 @@ def test_scratch_counts_against_the_decoded_bytes_limit() -> None:
     voxels = int(np.prod(job.shape))
     need = engine.decode_bytes(job.shape, len(job.streams), int(job.model[0]), threads=2)
     assert need > voxels
-    decompress(data, max_bytes=need, threads=2)
+    monkeypatch.setenv("EMZIP_MAX_DECODED_BYTES", str(need))
+    decompress(data, threads=2)
+    decompress(data, threads=2, max_bytes=voxels)  # a caller's exact output size (zarr's chunks) still reads
+    monkeypatch.setenv("EMZIP_MAX_DECODED_BYTES", str(need - 1))
     with pytest.raises(LimitError, match="scratch"):
-        decompress(data, max_bytes=need - 1, threads=2)
+        decompress(data, threads=2)
+    decompress(data, threads=2, max_bytes=need)  # a caller may allow more than the operator's default
+    with pytest.raises(LimitError):
+        decompress(data, threads=2, max_bytes=voxels - 1)  # and less output, never
 
 
 # -- other builds: sanitizers, -O0 against -O3 ----------------------------------------------------------

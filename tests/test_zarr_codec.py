@@ -131,3 +131,22 @@ def test_convert_is_resumable_and_never_touches_the_source(tmp_path: Path) -> No
     assert (report.converted, report.already_done, report.blocks) == (0, 8, 8)
     np.testing.assert_array_equal(zarr.open_array(str(archive / "0"), mode="r")[:], volume)
     assert {p.name: file_sha256(p) for p in folder.iterdir()} == before
+
+
+def test_learned_chunks_read_back_through_zarr(tmp_path: Path) -> None:
+    """zarr bounds each chunk's output to its exact size; the engine's scratch is not counted there."""
+    volume = em_like((4, 32, 40), seed=9)
+    array = zarr.create_array(
+        str(tmp_path / "learned.zarr"),
+        shape=volume.shape,
+        chunks=volume.shape,
+        dtype=volume.dtype,
+        serializer={"name": "emzip", "configuration": {"settings": {"steps": 5, "codec": "learned"}}},
+        compressors=None,
+    )
+    array[:] = volume
+    chunk = (tmp_path / "learned.zarr" / "c" / "0" / "0" / "0").read_bytes()
+    from codec import container
+
+    assert container.unpack(chunk).header.codec == "learned"
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "learned.zarr"), mode="r")[:], volume)

@@ -11,18 +11,19 @@ import lzma
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from codec.errors import CorruptDataError
-from codec.limits import LimitError, check_learned_payload
+from codec.limits import LimitError, check_learned_payload, max_decoded_bytes
 from codec.v4 import engine
 from codec.v4.context import DEFAULT_CONTEXT, MAX_EXTENT, Context, stripe_starts
 from codec.v4.freeze import BoundError, check_bounds, freeze, unpack
 from codec.v4.tables import coder_tables
-from codec.v4.train import sample_block, train
+
+if TYPE_CHECKING:  # training (encode) needs torch; parse and decode never import it
+    import torch
 
 FAMILIES = ("laplace", "gaussian")
 MAX_STRIPES = 64
@@ -64,6 +65,8 @@ def encode(
     device: torch.device | None = None,
 ) -> EncodedBlock:
     """Code a uint8 (Z, Y, X) block; ``warm`` (a previous block's state) replaces the cold start."""
+    from codec.v4.train import sample_block, train
+
     stripes = stripes_for(block.shape[1], stripes)
     if warm is not None and not _fits(warm, context.inputs, hidden):
         warm = None
@@ -182,11 +185,15 @@ def decode(jobs: list[DecodeJob], threads: int = 1, max_bytes: int | None = None
     """Decode parsed blocks with the engine (their stripes share ``threads`` threads).
 
     Before anything is allocated, each block's output and its threads' scratch together must fit
-    ``max_bytes`` (default ``codec.limits.max_decoded_bytes()``; LimitError otherwise).
+    the decoded-bytes limit, ``codec.limits.max_decoded_bytes()`` (LimitError otherwise), or
+    ``max_bytes`` where a caller allows more. A smaller ``max_bytes`` bounds the output alone (the
+    caller checked it: zarr passes a chunk's exact size); the working memory beyond it is the
+    operator's limit to set.
     """
+    limit = max_decoded_bytes() if max_bytes is None else max(max_bytes, max_decoded_bytes())
     for job in jobs:
         per_block = engine.block_threads(threads, len(jobs), len(job.streams))
-        engine.check_decode_bytes(job.shape, len(job.streams), int(job.model[0]), per_block, max_bytes)
+        engine.check_decode_bytes(job.shape, len(job.streams), int(job.model[0]), per_block, limit)
         coder_tables(job.family)
     try:
         return engine.decode_blocks([(j.streams, j.shape, j.model, j.family) for j in jobs], threads)

@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from codec.distributions import N_SCALES, SCALES_PER_OCTAVE
 from codec.v4.context import Context
-from codec.v4.model import INPUT_DIVISOR, SCALE_OFFSET, RasterModel
+
+if TYPE_CHECKING:  # freezing a trained model needs torch; reading a MODL array (unpack, check_bounds) does not
+    import torch
+
+    from codec.v4.model import RasterModel
 
 HEADER = 8
 #: The shift_scale whose scale index is 0 for every voxel (see the module docstring).
@@ -59,6 +63,8 @@ def _exponent_for(values: np.ndarray, limit: int) -> int:
 
 def _activation_exponent(activations: torch.Tensor) -> int:
     """log2 of the scale that maps the 99.9th percentile of ``activations`` to at most 255."""
+    import torch
+
     top = float(torch.quantile(activations.flatten()[:1_000_000], 0.999)) if activations.numel() else 0.0
     return 8 if top <= 0 else math.floor(math.log2(_ACTIVATION_MAX / top))
 
@@ -78,6 +84,10 @@ def _hidden_layer(
 
 def freeze(model: RasterModel, context: Context, calibration: np.ndarray) -> np.ndarray:
     """The model as a v4 MODL int32 array; ``calibration`` (n, inputs) int16 sets activation scales."""
+    import torch
+
+    from codec.v4.model import INPUT_DIVISOR, SCALE_OFFSET
+
     n_prev = len(context.previous)
     hidden = model.l1.out_features
     with torch.no_grad():

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the model state a next block warm-starts from (training imports torch itself)
+    import torch
 
 from codec.api import encode
 from codec.settings import Settings

@@ -3,9 +3,10 @@
 ``python -m tasks.edge.verify_worker FILE`` decodes one container and prints sha256/shape/dtype as
 JSON (exits non-zero with the error on stderr). ``python -m tasks.edge.verify_worker --serve`` reads
 one container path per line on stdin and answers one JSON line per path on stdout, until stdin
-closes: the long-lived workers of ``tasks.edge.verifier_pool``, which pay interpreter start-up and the
-torch import once instead of per block. Either way: one torch thread, no CUDA (the caller's
-environment), nothing shared with the encoder.
+closes: the long-lived workers of ``tasks.edge.verifier_pool``, which pay interpreter start-up once
+instead of per block. A v4 block decodes with numpy and the compiled engine alone, so torch is
+imported only if a v1-v3 learned container comes (then with one thread: ``OMP_NUM_THREADS``). Either
+way: one thread, no CUDA (the caller's environment), nothing shared with the encoder.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from codec import decompress
 from codec.errors import EmzipError
@@ -35,10 +34,16 @@ def report(path: Path) -> dict[str, Any]:
         "shape": list(array.shape),
         "dtype": array.dtype.str,
         "pid": os.getpid(),
-        "threads": torch.get_num_threads(),
+        "threads": _torch_threads(),
         "niceness": os.nice(0),
         "policy": scheduling_policy(),
     }
+
+
+def _torch_threads() -> int:
+    """torch's thread count where a v1-v3 block loaded it, else 1 (the engine decodes on one thread)."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1
 
 
 def scheduling_policy() -> str:
@@ -80,7 +85,9 @@ def serve() -> int:
 
 def main(argv: list[str]) -> int:
     """One file, or ``--serve``."""
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by torch when (and only if) a v1-v3 block imports it
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     if argv == ["--serve"]:
         # Lowest CPU priority: a verifying decode takes the cycles training leaves idle instead of
         # slowing it (bench.pipeline, bench/RESULTS.md). The edge flow waits for verification only
