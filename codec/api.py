@@ -67,6 +67,13 @@ class EncodeResult:
         return 8.0 * len(self.data) / max(voxels, 1)
 
 
+def _contiguous_bytes(array: np.ndarray) -> memoryview:
+    """The array's bytes in C order without a copy where it is already contiguous (hashlib reads
+    the buffer; ``tobytes()`` would copy a whole block first)."""
+    contiguous = np.ascontiguousarray(array)
+    return memoryview(contiguous.data).cast("B") if contiguous.size else memoryview(b"")
+
+
 def _pick_device(name: str) -> torch.device:
     import torch
 
@@ -90,7 +97,8 @@ def _as_array(volume: Any) -> np.ndarray:
 
 
 def _header(array: np.ndarray, codec: str) -> Header:
-    return Header(codec, array.dtype.str, tuple(int(d) for d in array.shape), hashlib.sha256(array.tobytes()).digest())
+    digest = hashlib.sha256(_contiguous_bytes(array)).digest()
+    return Header(codec, array.dtype.str, tuple(int(d) for d in array.shape), digest)
 
 
 def _as_3d(array: np.ndarray) -> np.ndarray:
@@ -237,7 +245,7 @@ def encode(
         data=chosen,
         codec=codec_name,
         reason=reason,
-        sha256=hashlib.sha256(array.tobytes()).hexdigest(),
+        sha256=hashlib.sha256(_contiguous_bytes(array)).hexdigest(),
         raw_bytes=array.nbytes,
         training=report if codec_name == "learned" else None,
         model_sha256=model_hash if codec_name == "learned" else None,
@@ -335,7 +343,7 @@ def decompress(
 
 def _finish(parsed: Container, array: np.ndarray) -> np.ndarray:
     """The decoded array, checked against HEAD's SHA-256, in the caller's original dtype."""
-    if hashlib.sha256(array.tobytes()).digest() != parsed.header.sha256:
+    if hashlib.sha256(_contiguous_bytes(array)).digest() != parsed.header.sha256:
         raise CorruptDataError("decoded block does not match its recorded SHA-256")
     original = _original_dtype(parsed)
     return array.astype(original) if original is not None else array

@@ -279,9 +279,9 @@ def _bench(args: argparse.Namespace) -> int:
     from tasks.benchmark import run_volume
     from tasks.figures import bitrate_figure, markdown_table, prediction_figure, write_results
 
+    block = _block_shape(args.block)
+    assert block is not None  # --block has a default
     settings = Settings(effort=args.effort, verify=False)
-    z, y, x = (int(v) for v in args.block.split(","))
-    block = (z, y, x)
     rows: list[dict[str, Any]] = []
     per_volume: dict[str, Any] = {}
     details = {"settings": settings.to_json(), "block_shape": list(block), "volumes": per_volume}
@@ -329,13 +329,17 @@ def _deploy(args: argparse.Namespace) -> int:
     """Bootstrap a Prefect server: pools, per-GPU limits, deployments (idempotent)."""
     import os
 
-    from flows.operations import deploy
+    from flows.operations import DeployError, deploy
 
     api_url = args.api_url or os.environ.get("PREFECT_API_URL")
     if not api_url:
         print("emzip: error: give --api-url or set PREFECT_API_URL", file=sys.stderr)
         return 2
-    created = deploy(api_url, gpus=args.gpus)
+    try:
+        created = deploy(api_url, gpus=args.gpus, timeout=args.timeout)
+    except DeployError as exc:
+        print(f"emzip: error: {exc}", file=sys.stderr)
+        return 1
     print("created: " + (", ".join(created) if created else "nothing (already in place)") + "; deployments applied")
     return 0
 
@@ -464,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="bootstrap a Prefect server: work pools, GPU limits, deployments")
     p.add_argument("--api-url", default=None, help="default: $PREFECT_API_URL")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per edge node (one concurrency limit each)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server's health")
     p.set_defaults(func=_deploy)
     o = sub.add_parser("view", help="open a restored OME-Zarr volume: neuroglancer source, napari, zarr")
     o.add_argument("path", help="a restored volume (<restored>/<volume>.zarr) or a converted archive")

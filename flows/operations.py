@@ -2,9 +2,12 @@
 
 ``deploy`` waits for the server's health endpoint, creates the process work pools and one global
 concurrency limit per GPU (``emzip-gpu-<i>``, limit 1: two encodes never share a card), then
-applies ``deployments/prefect.yaml``. Every step is idempotent: running it again changes nothing
-that is already right. ``serve`` runs the same deployments (schedules and triggers) from this
-process, for a single workstation without a separate worker.
+applies ``deployments/prefect.yaml``. Every step talks to the server it was given and no other:
+the client calls run under ``temporary_settings`` with that URL (without them, an unset
+``PREFECT_API_URL`` makes Prefect start an ephemeral local server and set that one up), and the
+health check goes through Prefect's client, so its TLS settings apply. Every step is idempotent:
+running it again changes nothing that is already right. ``serve`` runs the same deployments
+(schedules and triggers) from this process, for a single workstation without a separate worker.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from flows.events import ACQUISITION_WRITTEN, TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,30 +27,46 @@ EDGE_POOL = "emzip-edge"
 DATACENTER_POOL = "emzip-datacenter"
 
 
+class DeployError(RuntimeError):
+    """Setting up the named server failed; the message names the server and the cause."""
+
+
+def _on_server(api_url: str) -> Any:
+    """Prefect settings that point every client call of this process at ``api_url`` only."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings({PREFECT_API_URL: api_url})
+
+
 def wait_for_health(api_url: str, timeout: float = 120.0) -> None:
-    """Poll ``<api>/health`` until the server answers, or raise TimeoutError naming the URL."""
+    """Ask the server at ``api_url`` for its health through Prefect's client until it answers
+    (TLS settings included), or raise DeployError naming the URL and the last cause."""
+    from prefect.client.orchestration import get_client
+
     deadline = time.monotonic() + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=5)
-            if response.status_code == 200:
+    with _on_server(api_url):
+        while time.monotonic() < deadline:
+            try:
+                with get_client(sync_client=True) as client:
+                    problem = client.api_healthcheck()
+            except Exception as exc:  # refused, TLS, a proxy's error page: try again until the deadline
+                problem = exc
+            if problem is None:
                 return
-            last = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        time.sleep(1)
-    raise TimeoutError(f"Prefect server at {api_url} not healthy after {timeout:.0f} s ({last})")
+            last = f"{type(problem).__name__}: {problem}"[:300]
+            time.sleep(1)
+    raise DeployError(f"Prefect server at {api_url} not healthy after {timeout:.0f} s ({last})")
 
 
-def ensure_pools_and_limits(gpus: int) -> list[str]:
-    """Create the work pools and per-GPU concurrency limits that are missing; returns what it created."""
+def ensure_pools_and_limits(gpus: int, api_url: str) -> list[str]:
+    """Create the work pools and per-GPU concurrency limits missing on ``api_url``; returns what it created."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     created = []
-    with get_client(sync_client=True) as client:
+    with _on_server(api_url), get_client(sync_client=True) as client:
         for pool in (EDGE_POOL, DATACENTER_POOL):
             try:
                 client.read_work_pool(pool)
@@ -70,15 +87,20 @@ def ensure_pools_and_limits(gpus: int) -> list[str]:
 
 
 def deploy(api_url: str, gpus: int = 1, prefect_file: Path = PREFECT_FILE, timeout: float = 120.0) -> list[str]:
-    """Bootstrap: health, pools, limits, then ``prefect deploy --all`` (idempotent)."""
+    """Bootstrap the server at ``api_url``: health, pools, limits, then ``prefect deploy --all``
+    (idempotent). DeployError names the server and the cause of any failure."""
     wait_for_health(api_url, timeout)
-    created = ensure_pools_and_limits(gpus)
+    try:
+        created = ensure_pools_and_limits(gpus, api_url)
+    except Exception as exc:  # the client's errors (HTTP, TLS, refused): one line naming the server
+        raise DeployError(f"Prefect server at {api_url}: creating pools and limits failed: {exc}") from exc
     env = {**os.environ, "PREFECT_API_URL": api_url}
     env.setdefault("EMZIP_HOME", str(REPO_ROOT))
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)]
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
-        raise RuntimeError(f"prefect deploy failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}")
+        lines = [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip()]
+        raise DeployError(f"Prefect server at {api_url}: prefect deploy failed: {lines[-1] if lines else 'no output'}")
     return created
 
 

@@ -13,14 +13,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from codec.legacy.analysis import analyse_learned
 from tasks.store.atomic import atomic_write_bytes
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported when a figure is drawn (0.5-1 s), never at import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 __all__ = ["bitrate_figure", "block_bitrate_png", "markdown_table", "prediction_figure", "write_results"]
 
@@ -29,7 +35,7 @@ def _png_bytes(figure: Any, dpi: int = 80) -> bytes:
     """Render and close a figure."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return buffer.getvalue()
 
 
@@ -42,7 +48,7 @@ def bitrate_figure(rows: list[dict[str, Any]], path: Path) -> None:
     volumes = list(dict.fromkeys(r["volume"] for r in rows))
     codecs = list(dict.fromkeys(r["codec"] for r in rows))
     width = 0.8 / max(len(volumes), 1)
-    figure, axes = plt.subplots(figsize=(1.1 * len(codecs) + 2, 4))
+    figure, axes = _pyplot().subplots(figsize=(1.1 * len(codecs) + 2, 4))
     for i, volume in enumerate(volumes):
         values = [
             next((r["bits_per_voxel"] for r in rows if r["volume"] == volume and r["codec"] == c), 0) for c in codecs
@@ -60,7 +66,7 @@ def bitrate_figure(rows: list[dict[str, Any]], path: Path) -> None:
 
 def block_bitrate_png(blocks: list[tuple[str, str, float]], title: str) -> bytes:
     """PNG bytes: bits per voxel of each (block id, codec, bits) of a run, raw 8 bits as reference."""
-    figure, axes = plt.subplots(figsize=(max(4.0, 0.35 * len(blocks) + 2), 3.2))
+    figure, axes = _pyplot().subplots(figsize=(max(4.0, 0.35 * len(blocks) + 2), 3.2))
     colours = {"learned": "tab:blue", "jpegxl": "tab:orange", "lzma": "tab:gray"}
     labels = [b[0].rsplit("/", 1)[-1] for b in blocks]
     axes.bar(range(len(blocks)), [b[2] for b in blocks], color=[colours.get(b[1], "tab:red") for b in blocks])
@@ -73,6 +79,8 @@ def block_bitrate_png(blocks: list[tuple[str, str, float]], title: str) -> bytes
 
 def prediction_figure(block: np.ndarray, data: bytes, path: Path, title: str, z: int | None = None) -> None:
     """Original, prediction, confidence and bits spent for one slice of a learned block."""
+    from codec.legacy.analysis import analyse_learned  # torch: the bench's figure, not the pipeline's
+
     analysis = analyse_learned(data, block)
     z = block.shape[0] // 2 if z is None else z
     entropy = analysis.entropy(z)
@@ -83,7 +91,7 @@ def prediction_figure(block: np.ndarray, data: bytes, path: Path, title: str, z:
         (entropy, "confidence: entropy in bits (dark = confident)", "magma", (low, high)),
         (analysis.bits[z], "bits spent per voxel", "magma", (0.0, 10.0)),
     ]
-    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    figure, axes = _pyplot().subplots(1, 4, figsize=(16, 4.4))
     for ax, (image, label, cmap, limits) in zip(axes, panels, strict=True):
         shown = ax.imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1])
         ax.set_title(label, fontsize=9)

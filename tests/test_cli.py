@@ -65,3 +65,13 @@ def test_pickled_npy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
     np.save(evil, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     assert main(["compress", str(evil), str(tmp_path / "o.emz")]) == 2
     assert "objects.npy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("block", ["64,256", "64,256,0", "a,b,c"])
+def test_bench_with_a_malformed_block_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], block: str
+) -> None:
+    np.save(tmp_path / "x.npy", em_like((4, 32, 32), seed=1))
+    assert main(["bench", str(tmp_path / "x.npy"), "--block", block, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"emzip: error: --block {block!r}: expected three positive integers z,y,x"

@@ -102,7 +102,7 @@ def decode_v3_batches(items: list[tuple[int, Container]], device: str, batch: in
             with torch.no_grad():
                 arrays = lattice_codec.decode_blocks(models, streams, (shape[0], shape[1], shape[2]), target)
             for (i, parsed), array in zip(chunk, arrays, strict=True):
-                if hashlib.sha256(array.tobytes()).digest() != parsed.header.sha256:
+                if hashlib.sha256(np.ascontiguousarray(array).data).digest() != parsed.header.sha256:
                     raise CorruptDataError(f"block {i} does not match its recorded SHA-256")
                 out[i] = array
     return out

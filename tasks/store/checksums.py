@@ -26,4 +26,4 @@ def file_sha256(path: Path) -> str:
 
 def array_sha256(array: np.ndarray) -> str:
     """Hex sha256 of an array's C-order bytes."""
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
