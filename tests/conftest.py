@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from flows.synthetic import em_like
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Small budgets keep the suite fast; the benchmark measures real settings.
 FAST = {"steps": 40}
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (for a Prefect server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def shared_volume(name: str) -> np.ndarray:

@@ -8,7 +8,6 @@ it to that server. The test then reads the pools, the GPU limits and the deploym
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _environment(home: Path) -> dict[str, str]:
@@ -35,7 +30,7 @@ def _environment(home: Path) -> dict[str, str]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """A Prefect server on a free loopback port, its own PREFECT_HOME; yields its API URL."""
-    port = _free_port()
+    port = free_port()
     (tmp_path / "server-home").mkdir()
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
@@ -78,7 +73,7 @@ def test_deploy_sets_up_the_named_server_with_prefect_api_url_unset(server: str,
 
 
 def test_deploy_to_a_server_that_is_not_there_fails_in_one_line(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/api"
+    url = f"http://127.0.0.1:{free_port()}/api"
     done = _emzip(tmp_path, "deploy", "--api-url", url, "--timeout", "3")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr, done.stderr

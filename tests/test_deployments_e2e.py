@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,15 +24,10 @@ import pytest
 
 from flows.demo import read_restored
 from flows.synthetic import em_like, write_slice
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Processes:
@@ -66,7 +60,7 @@ class Processes:
 
 @pytest.fixture
 def station(tmp_path: Path) -> Iterator[tuple[Processes, dict[str, Path]]]:
-    port = _free_port()
+    port = free_port()
     paths = {
         "home": tmp_path / "prefect-home",
         "acquisitions": tmp_path / "microscope",
