@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture
 
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
+from flows.parameters import TransferConfig, transfer_dict
 from flows.progress import ProgressBar
 from flows.steps import BlockData, encode_block, read_block, ship_batch, verify_block
 from tasks.edge.encoding import EncodedBlock, outbox_paths
@@ -356,7 +357,7 @@ def _table_row(record: BlockRecord) -> dict[str, Any]:
 def acquisition_flow(
     acquisition: str,
     outbox: str,
-    transfer: dict[str, Any],
+    transfer: TransferConfig,
     ledger: str | None = None,
     layout: str | None = None,
     volume_name: str | None = None,
@@ -396,7 +397,7 @@ def acquisition_flow(
     # The separate verifying decode (verifier pool) follows every encode here: the codec's own
     # in-process check would be a second decode of the same block (the record says which ran).
     settings = Settings().with_overrides(**{"verify": False, **(codec or {})})
-    backend = backend_from_config(transfer)
+    backend = backend_from_config(transfer_dict(transfer))
     ledger_db = Ledger(ledger or outbox_path / "ledger.sqlite")
     worker = worker_identity()
     started = time.monotonic()

@@ -20,6 +20,7 @@ import numpy as np
 import tensorstore as ts
 
 from flows.acquisition import acquisition_flow
+from flows.parameters import RedeliveryConfig, TransferConfig
 from flows.restore import restore_flow
 from flows.synthetic import em_like, write_slice
 from tasks.datacenter.omezarr import base_array, read_image
@@ -51,10 +52,11 @@ def run_pipeline(
     """Acquisition flow then restore flow, with the local backend; returns both summaries and the
     blocks of the source not restored as the edge last coded them (``missing``: id -> why)."""
     paths = _layout(workdir)
+    transfer = TransferConfig(kind="local", destination=str(paths["inbox"]))
     edge = acquisition_flow(
         acquisition=str(acquisition),
         outbox=str(paths["outbox"]),
-        transfer={"kind": "local", "destination": str(paths["inbox"])},
+        transfer=transfer,
         layout=layout,
         volume_name=volume_name,
         block_shape=list(block_shape) if block_shape else None,
@@ -64,11 +66,10 @@ def run_pipeline(
         on_changed_source=on_changed_source,
         prune_raw=prune_raw,
     )
-    transfer = {"kind": "local", "destination": str(paths["inbox"])}
     restored = restore_flow(
         inbox=str(paths["inbox"]),
         restored=str(paths["restored"]),
-        redelivery={"outbox": str(paths["outbox"]), "transfer": transfer},
+        redelivery=RedeliveryConfig(outbox=str(paths["outbox"]), transfer=transfer),
     )
     return {"edge": edge, "restore": restored, "missing": missing_after_run(paths, edge)}
 

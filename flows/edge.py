@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.acquisition import acquisition_flow
+from flows.parameters import TransferConfig
 from tasks.source.volumes import VolumeError, resolve_source
 
 
@@ -20,7 +21,7 @@ from tasks.source.volumes import VolumeError, resolve_source
 def edge_scan_flow(
     acquisition_root: str,
     outbox: str,
-    transfer: dict[str, Any],
+    transfer: TransferConfig,
     only_volume: str = "",
     block_shape: list[int] | None = None,
     settle_seconds: float = 30.0,

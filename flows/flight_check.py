@@ -16,6 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from codec.settings import Settings
+from flows.parameters import TransferConfig, transfer_dict
 from flows.steps import encode_block, ship_batch, verify_block
 from flows.synthetic import em_like
 from tasks.edge.shipping import backend_from_config
@@ -24,7 +25,7 @@ from tasks.transfer import OutboxFile, TransferBatch
 
 
 @flow(name="emzip-flight-check")
-def flight_check_flow(transfer: dict[str, Any], steps: int = 30) -> dict[str, Any]:
+def flight_check_flow(transfer: TransferConfig, steps: int = 30) -> dict[str, Any]:
     """Encode (learned path forced), verify in a separate process and ship one 8x64x64 block."""
     logger = get_run_logger()
     volume_name = f"flight-check-{uuid.uuid4().hex[:8]}"
@@ -42,7 +43,7 @@ def flight_check_flow(transfer: dict[str, Any], steps: int = 30) -> dict[str, An
             list(block.shape),
             data.dtype.str,
         )
-        backend = backend_from_config(transfer)
+        backend = backend_from_config(transfer_dict(transfer))
         item = OutboxFile(
             encoded.container_path,
             encoded.compressed_sha256,

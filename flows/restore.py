@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.parameters import RedeliveryConfig, transfer_dict
 from flows.steps import DISK_FULL, FAILED, RESTORED, pyramid_chunks, restore_blocks
 from tasks.datacenter.completeness import datacenter_gaps
 from tasks.datacenter.omezarr import set_completeness
@@ -42,7 +43,7 @@ def restore_flow(
     blocks_per_task: int | None = None,
     damaged_after: float = DAMAGED_AFTER_SECONDS,
     pyramid: bool = True,
-    redelivery: dict[str, Any] | None = None,
+    redelivery: RedeliveryConfig | None = None,
 ) -> dict[str, Any]:
     """Restore every complete block in ``inbox`` into ``<restored>/<volume>.zarr`` and mark it restored.
 
@@ -180,7 +181,7 @@ def restore_flow(
 
 
 def _redeliver_damaged(
-    scan: InboxScan, inbox: Path, redelivery: dict[str, Any], done: dict[str, Restored], damaged_after: float
+    scan: InboxScan, inbox: Path, redelivery: RedeliveryConfig, done: dict[str, Restored], damaged_after: float
 ) -> InboxScan:
     """Ask the edge's backend for every container that disagrees with its record, then look again.
 
@@ -188,8 +189,8 @@ def _redeliver_damaged(
     is refused now, with why, instead of waiting ``damaged_after`` seconds.
     """
     logger = get_run_logger()
-    backend = backend_from_config(redelivery["transfer"])
-    outbox = Path(redelivery["outbox"])
+    backend = backend_from_config(transfer_dict(redelivery.transfer))
+    outbox = Path(redelivery.outbox)
     failures: dict[str, str] = {}
     for attempt in range(1, REDELIVERIES + 1):
         if not scan.mismatched:
