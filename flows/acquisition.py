@@ -24,7 +24,7 @@ from prefect.futures import PrefectFuture
 
 from codec.settings import Settings
 from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
-from flows.parameters import TransferConfig, transfer_dict
+from flows.parameters import CodecParameters, TransferConfig, codec_overrides, transfer_dict
 from flows.progress import ProgressBar
 from flows.steps import BlockData, encode_block, read_block, ship_batch, verify_block
 from tasks.edge.encoding import EncodedBlock, outbox_paths
@@ -365,7 +365,7 @@ def acquisition_flow(
     settle_seconds: float = 30.0,
     marker: str | None = DEFAULT_MARKER,
     assume_complete: bool = False,
-    codec: dict[str, Any] | None = None,
+    codec: CodecParameters | None = None,
     batch_size: int = 8,
     max_blocks: int | None = None,
     transfer_retries: int = 4,
@@ -396,7 +396,7 @@ def acquisition_flow(
     source = resolve_source(acquisition, volume_name, layout)  # type: ignore[arg-type]
     # The separate verifying decode (verifier pool) follows every encode here: the codec's own
     # in-process check would be a second decode of the same block (the record says which ran).
-    settings = Settings().with_overrides(**{"verify": False, **(codec or {})})
+    settings = Settings().with_overrides(**{"verify": False, **codec_overrides(codec)})
     backend = backend_from_config(transfer_dict(transfer))
     ledger_db = Ledger(ledger or outbox_path / "ledger.sqlite")
     worker = worker_identity()

@@ -20,7 +20,7 @@ import numpy as np
 import tensorstore as ts
 
 from flows.acquisition import acquisition_flow
-from flows.parameters import RedeliveryConfig, TransferConfig
+from flows.parameters import CodecParameters, RedeliveryConfig, TransferConfig
 from flows.restore import restore_flow
 from flows.synthetic import em_like, write_slice
 from tasks.datacenter.omezarr import base_array, read_image
@@ -62,7 +62,7 @@ def run_pipeline(
         block_shape=list(block_shape) if block_shape else None,
         settle_seconds=settle_seconds,
         assume_complete=assume_complete,
-        codec=codec,
+        codec=CodecParameters.model_validate(codec) if codec is not None else None,
         on_changed_source=on_changed_source,
         prune_raw=prune_raw,
     )

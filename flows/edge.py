@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.acquisition import acquisition_flow
-from flows.parameters import TransferConfig
+from flows.parameters import CodecParameters, TransferConfig
 from tasks.source.volumes import VolumeError, resolve_source
 
 
@@ -25,7 +25,7 @@ def edge_scan_flow(
     only_volume: str = "",
     block_shape: list[int] | None = None,
     settle_seconds: float = 30.0,
-    codec: dict[str, Any] | None = None,
+    codec: CodecParameters | None = None,
     batch_size: int = 8,
 ) -> dict[str, Any]:
     """Run the acquisition flow for each volume folder under ``acquisition_root``.

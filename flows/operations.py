@@ -13,6 +13,7 @@ running it again changes nothing that is already right. ``serve`` runs the same 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -99,9 +100,19 @@ def deploy(api_url: str, gpus: int = 1, prefect_file: Path = PREFECT_FILE, timeo
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)]
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
-        lines = [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip()]
-        raise DeployError(f"Prefect server at {api_url}: prefect deploy failed: {lines[-1] if lines else 'no output'}")
+        raise DeployError(f"Prefect server at {api_url}: prefect deploy failed: {_deploy_cause(completed)}")
     return created
+
+
+def _deploy_cause(completed: subprocess.CompletedProcess[str]) -> str:
+    """The one line that says why ``prefect deploy`` failed: the server's validation message where
+    there is one (a deployment parameter its schema refuses), else the last line, shortened."""
+    output = completed.stdout + completed.stderr
+    found = re.search(r"Validation failed for field [^\"}]*", output)
+    if found:
+        return found.group(0).strip()
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 def serve_all(

@@ -21,7 +21,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["REQUIRED_BY_KIND", "RedeliveryConfig", "TransferConfig", "transfer_dict"]
+__all__ = [
+    "REQUIRED_BY_KIND",
+    "CodecParameters",
+    "RedeliveryConfig",
+    "TransferConfig",
+    "codec_overrides",
+    "transfer_dict",
+]
 
 #: The fields each backend needs (``tasks.edge.shipping.backend_from_config``).
 REQUIRED_BY_KIND: dict[str, tuple[str, ...]] = {
@@ -87,3 +94,33 @@ def transfer_dict(config: TransferConfig | dict[str, Any]) -> dict[str, Any]:
     if isinstance(config, BaseModel):
         return config.model_dump(exclude_none=True)
     return dict(config)
+
+
+class CodecParameters(BaseModel):
+    """The ``codec.Settings`` fields a run sets; a field left out keeps the codec's default.
+
+    The ranges are those ``Settings.validated`` enforces, so a wrong value is refused when the run
+    is submitted rather than when the first block is coded.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    effort: int | None = Field(default=None, ge=0, le=4, description="training budget 0-4 (default 2)")
+    steps: int | None = Field(default=None, ge=0, description="training steps, overriding effort")
+    codec: Literal["auto", "learned", "jpegxl", "lzma"] | None = Field(default=None, description="default auto")
+    family: Literal["auto", "laplace", "gaussian"] | None = Field(default=None, description="default auto")
+    width: int | None = Field(default=None, ge=8, le=64, multiple_of=8, description="hidden units (default 16)")
+    stripes: int | None = Field(default=None, ge=1, le=64, description="row bands decoded on threads (default 2)")
+    device: str | None = Field(default=None, description="auto (CUDA when present), cpu or cuda[:N]")
+    seed: int | None = Field(default=None, description="training seed (default 0)")
+    fallback_effort: int | None = Field(default=None, ge=1, le=10, description="JPEG-XL effort (default 7)")
+    verify: bool | None = Field(default=None, description="also decode in-process before returning")
+
+
+def codec_overrides(codec: CodecParameters | dict[str, Any] | None) -> dict[str, Any]:
+    """The fields a run set, as ``Settings.with_overrides`` takes them."""
+    if codec is None:
+        return {}
+    if isinstance(codec, BaseModel):
+        return codec.model_dump(exclude_none=True)
+    return dict(codec)

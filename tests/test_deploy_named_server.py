@@ -48,10 +48,14 @@ def server(tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def _emzip(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _emzip(tmp_path: Path, *args: str, paths: bool = True) -> subprocess.CompletedProcess[str]:
     (tmp_path / "client-home").mkdir(exist_ok=True)
     env = _environment(tmp_path / "client-home")
     assert "PREFECT_API_URL" not in env
+    env = {k: v for k, v in env.items() if not k.startswith("EMZIP_")}
+    if paths:  # what deployments/prefect.yaml reads from the machine that applies it
+        for name in ("ACQUISITION_ROOT", "OUTBOX", "DESTINATION", "INBOX", "RESTORED"):
+            env[f"EMZIP_{name}"] = str(tmp_path / name.lower())
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
@@ -79,3 +83,11 @@ def test_deploy_to_a_server_that_is_not_there_fails_in_one_line(tmp_path: Path) 
     assert "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("emzip: error:")]
     assert len(errors) == 1 and url in errors[0] and "not healthy" in errors[0], done.stderr
+
+
+def test_deploy_without_the_paths_it_needs_is_refused_naming_the_parameter(server: str, tmp_path: Path) -> None:
+    """An unset EMZIP_DESTINATION would make the local backend copy into the worker's folder."""
+    done = _emzip(tmp_path, "deploy", "--api-url", server, paths=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("emzip: error:")]
+    assert len(errors) == 1 and "transfer.destination" in errors[0] and len(errors[0]) < 400, done.stderr

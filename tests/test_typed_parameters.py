@@ -32,6 +32,15 @@ def test_a_deployment_run_with_a_bad_transfer_is_refused_at_submission(prefect_a
             run_deployment(name, parameters={**parameters, "transfer": transfer}, timeout=0)
         detail = refused.value.response.json()["detail"]
         assert "Validation failed for field 'transfer" in detail and field in detail, detail
+    for field, codec in {"effort": {"effort": 9}, "widht": {"widht": 32}, "codec": {"codec": "png"}}.items():
+        with pytest.raises(PrefectHTTPStatusError) as refused:
+            run_deployment(
+                name,
+                parameters={**parameters, "transfer": {"kind": "local", "destination": "/in"}, "codec": codec},
+                timeout=0,
+            )
+        detail = refused.value.response.json()["detail"]
+        assert "Validation failed for field 'codec" in detail and field in detail, detail
     assert not (tmp_path / "outbox").exists()  # nothing ran
     accepted = run_deployment(
         name, parameters={**parameters, "transfer": {"kind": "local", "destination": str(tmp_path / "in")}}, timeout=0
