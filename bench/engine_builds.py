@@ -45,14 +45,23 @@ class Build:
         return f"{self.compiler} {' '.join(self.flags)}"
 
 
-def build(folder: Path, flags: tuple[str, ...], compiler: str = "gcc") -> Build:
-    """Copy ``codec`` into ``folder`` and compile its engine there (BuildError if it cannot be)."""
+def build(folder: Path, flags: tuple[str, ...], compiler: str = "gcc", revision: str | None = None) -> Build:
+    """Copy ``codec`` into ``folder`` and compile its engine there (BuildError if it cannot be).
+
+    ``revision``: compile the engine's C sources of that git revision instead of the working tree's
+    (the copied Python package stays this tree's; for comparing engines side by side).
+    """
     if shutil.which(compiler) is None:
         raise BuildError(f"{compiler} is not installed")
     target = folder / "codec"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(REPO / "codec", target, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    for name in ("_engine.c", "_engine_rows.h") if revision else ():
+        shown = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:codec/{name}"], capture_output=True)
+        if shown.returncode != 0:
+            raise BuildError(f"codec/{name} at {revision}: {shown.stderr.decode(errors='replace').strip()}")
+        (target / name).write_bytes(shown.stdout)
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     command = [
         compiler,
@@ -70,6 +79,11 @@ def build(folder: Path, flags: tuple[str, ...], compiler: str = "gcc") -> Build:
     if done.returncode != 0:
         raise BuildError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     return Build(folder, compiler, flags)
+
+
+def engine_file(engine: Build) -> Path:
+    """The compiled engine of a build."""
+    return next((engine.folder / "codec").glob("_engine*.so"))
 
 
 def asan_runtime(compiler: str = "gcc") -> str | None:

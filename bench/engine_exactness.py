@@ -87,37 +87,6 @@ print(json.dumps(rows))
 """
 
 
-def _base_engine(folder: Path, revision: str) -> Path:
-    """The engine of ``revision`` built with gcc -O3 into ``folder`` (its C sources from git)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("_engine.c", "_engine_rows.h"):
-        source = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{revision}:codec/{name}"], capture_output=True, check=True
-        ).stdout
-        (folder / name).write_bytes(source)
-    import sysconfig
-
-    target = folder / f"_engine{sysconfig.get_config_var('EXT_SUFFIX')}"
-    include = sysconfig.get_paths()["include"]
-    subprocess.run(
-        [
-            "gcc",
-            "-shared",
-            "-fPIC",
-            "-std=c11",
-            "-pthread",
-            "-O3",
-            f"-I{include}",
-            str(folder / "_engine.c"),
-            "-o",
-            str(target),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return target
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=int, default=300)
@@ -143,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             digest, streams = done.stdout.split()
             builds.append({"build": label, "digest": digest, "streams": int(streams)})
             print(f"{label}: {digest} over {streams} streams", flush=True)
-        base = _base_engine(Path(folder) / "base", args.against)
-        current = engine_builds.build(Path(folder) / "current", engine_builds.O3)
-        current_so = next((current.folder / "codec").glob("_engine*.so"))
+        base = engine_builds.engine_file(
+            engine_builds.build(Path(folder) / "base", engine_builds.O3, revision=args.against)
+        )
+        current_so = engine_builds.engine_file(engine_builds.build(Path(folder) / "current", engine_builds.O3))
         done = subprocess.run(
             [
                 sys.executable,

@@ -206,12 +206,10 @@ def _floor_time_bomb(preamble: bytes, sections: Sections, rng: random.Random) ->
     codec_id, dtype, _, _, _, _, _, sha = _HEAD.unpack(head)
     depth, rows, cols = rng.choice(((1024, 512, 512), (4096, 256, 256), (256, 1024, 1024), (64, 4096, 1024)))
     stripes = json.loads(conf)["engine"]["stripes"]
+    from codec.v4.block import pack_streams
+
     per_stripe = [(s + 1) * rows // stripes - s * rows // stripes for s in range(stripes)]
-    data = struct.pack("<I", stripes)
-    for stripe_rows in per_stripe:
-        words = int(depth * stripe_rows * cols * 0.01 / 32) + 2
-        stream = rng.randbytes(4 * words)
-        data += struct.pack("<II", zlib.crc32(stream), words) + stream
+    data = pack_streams([rng.randbytes(4 * _floor_words(depth * r * cols)) for r in per_stripe])
     new_head = _HEAD.pack(codec_id, dtype, 3, depth, rows, cols, 0, sha)
     return join(preamble, [(b"HEAD", new_head), (b"CONF", conf), (b"MODL", model), (b"DATA", data), (b"END\0", end)])
 
@@ -358,8 +356,9 @@ def crafted(shape: tuple[int, ...], model: np.ndarray, stripes: int, words: int,
     from codec import container
 
     rng = random.Random(seed)
-    streams = [rng.randbytes(4 * words) for _ in range(stripes)]
-    data = struct.pack("<I", stripes) + b"".join(struct.pack("<II", zlib.crc32(s), words) + s for s in streams)
+    from codec.v4.block import pack_streams
+
+    data = pack_streams([rng.randbytes(4 * words) for _ in range(stripes)])
     config = {"engine": {"family": "laplace", "stripes": stripes, "hidden": int(model[0])}}
     header = container.Header("learned", "|u1", shape, bytes(32))
     modl = lzma.compress(model.astype("<i4").tobytes(), preset=1)

@@ -76,8 +76,6 @@ SHIFT24 = "learned_shift24_v4.emz"
 def shift24() -> None:
     """Write ``SHIFT24``: the ``learned_v4`` golden's block and model, its scale row made to vary."""
     import lzma
-    import struct
-    import zlib
 
     from codec.v4 import engine
 
@@ -92,9 +90,7 @@ def shift24() -> None:
     model[w3_scale : w3_scale + hidden] = rng.integers(-(1 << 14), 1 << 14, hidden)
     model[w3_scale + hidden + 1] = 5 << 24  # b3[1]: by the formula alone, indices around 5
     streams = engine.encode_block(block, model, job.family, len(job.streams))
-    data = struct.pack("<I", len(streams)) + b"".join(
-        struct.pack("<II", zlib.crc32(s), len(s) // 4) + s for s in streams
-    )
+    data = v4_block.pack_streams(streams)
     modl = lzma.compress(model.astype("<i4").tobytes(), preset=9)
     blob = container.pack(container.Container(source.header, source.config, modl, data))
     assert np.array_equal(decompress(blob), block)

@@ -75,9 +75,7 @@ def encode(
     model = freeze(result.model, context, sample.context[:_CALIBRATION])
     streams = engine.encode_block(block, model, family, stripes, threads)
     _check_density(streams, (block.shape[0], block.shape[1], block.shape[2]))
-    data = struct.pack("<I", len(streams)) + b"".join(
-        struct.pack("<II", zlib.crc32(s), len(s) // 4) + s for s in streams
-    )
+    data = pack_streams(streams)
     state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
     config = {"family": family, "stripes": stripes, "hidden": hidden}
     return EncodedBlock(
@@ -89,6 +87,18 @@ def encode(
         result.seconds,
         result.bits,
         result.warm,
+    )
+
+
+def pack_streams(streams: list[bytes], claimed_words: list[int] | None = None) -> bytes:
+    """DATA of a v4 learned block: the stripe count, then per stripe its CRC32, word count and words.
+
+    ``claimed_words`` (tests and fuzzing only) writes other word counts than the streams hold.
+    """
+    claims = claimed_words if claimed_words is not None else [len(s) // 4 for s in streams]
+    header = struct.pack("<I", len(streams))
+    return header + b"".join(
+        struct.pack("<II", zlib.crc32(s), words) + s for s, words in zip(streams, claims, strict=True)
     )
 
 
