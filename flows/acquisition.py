@@ -372,6 +372,8 @@ def acquisition_flow(
     prune_outbox: str = "off",
     prune_raw: str = "off",
     on_changed_source: str = "recode",
+    voxel_size: list[float] | None = None,
+    unit: str | None = None,
 ) -> dict[str, Any]:
     """Scan ``acquisition``, compress and verify every ready block, ship them with ``transfer``.
 
@@ -387,13 +389,16 @@ def acquisition_flow(
     block whose bounds grew (a tail coded while the acquisition was shorter) is coded again as its
     next version, and so is one whose raw data changed, with a WARNING naming its slices
     (``on_changed_source="recode"``); ``"refuse"`` stops the run instead (``SourceChangedError``,
-    naming the slices) before anything is coded, shipped or pruned.
+    naming the slices) before anything is coded, shipped or pruned. ``voxel_size`` (z, y, x) and
+    ``unit``: the operator's, for an acquisition that does not record them (TIFF slices); they
+    reach the restored image's OME-Zarr scales and units.
     """
     if on_changed_source not in CHANGED_SOURCE_ACTIONS:
         raise ValueError(f"on_changed_source must be one of {CHANGED_SOURCE_ACTIONS}, got {on_changed_source!r}")
     logger = get_run_logger()
     outbox_path = Path(outbox)
-    source = resolve_source(acquisition, volume_name, layout)  # type: ignore[arg-type]
+    size = (float(voxel_size[0]), float(voxel_size[1]), float(voxel_size[2])) if voxel_size else None
+    source = resolve_source(acquisition, volume_name, layout, voxel_size=size, units=unit)  # type: ignore[arg-type]
     # The separate verifying decode (verifier pool) follows every encode here: the codec's own
     # in-process check would be a second decode of the same block (the record says which ran).
     settings = Settings().with_overrides(**{"verify": False, **codec_overrides(codec)})
@@ -407,8 +412,8 @@ def acquisition_flow(
         if block_shape:
             grid = (int(block_shape[0]), int(block_shape[1]), int(block_shape[2]))
         else:
-            chunk = open_volume(source, settled_before=time.time() - settle_seconds).chunk
-            grid = choose_block_shape(chunk, whole_slices=source.layout == "slices")
+            opened = open_volume(source, settled_before=time.time() - settle_seconds)
+            grid = choose_block_shape(opened.chunk, whole_slices=source.layout == "slices", shape=opened.shape)
         report = scan_volume(
             source,
             grid,

@@ -155,7 +155,10 @@ def _run(args: argparse.Namespace) -> int:
     _console_without_tracebacks()
     block = _block_shape(args.block)
     try:
-        resolve_source(args.acquisition, args.name, args.layout, identify=False)  # a clear error before Prefect starts
+        voxel = _voxel_size(args.voxel_size)
+        resolve_source(
+            args.acquisition, args.name, args.layout, identify=False, voxel_size=voxel
+        )  # errors before Prefect
         result = run_pipeline(
             Path(args.acquisition),
             Path(args.dest),
@@ -165,6 +168,8 @@ def _run(args: argparse.Namespace) -> int:
             codec={"effort": args.effort},
             assume_complete=True,
             on_changed_source=args.on_change,
+            voxel_size=voxel,
+            unit=args.unit,
         )
     except (VolumeError, LedgerError) as exc:
         print(f"emzip run: {exc}", file=sys.stderr)
@@ -205,6 +210,28 @@ def _block_shape(text: str | None) -> tuple[int, int, int] | None:
     return values[0], values[1], values[2]
 
 
+def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
+    """``--voxel-size z,y,x`` as three positive numbers (a one-line error otherwise)."""
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) <= 0:
+        raise VolumeFileError(f"--voxel-size {text!r}: expected three positive numbers z,y,x")
+    return values[0], values[1], values[2]
+
+
+def _add_voxel_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--voxel-size",
+        default=None,
+        help="voxel size z,y,x (e.g. 8,8,8) for a source that records none (TIFF slices); wins over the source's",
+    )
+    parser.add_argument("--unit", default=None, help="unit of --voxel-size (default nanometer): nm, um, nanometer, ...")
+
+
 def _convert(args: argparse.Namespace) -> int:
     """An emzip-coded zarr v3 copy of a volume on disk (resumable; the source is only read)."""
     from codec.settings import Settings
@@ -213,7 +240,14 @@ def _convert(args: argparse.Namespace) -> int:
 
     block = _block_shape(args.block)
     try:
-        source = resolve_source(args.source, args.name, args.layout, write_id=False)  # the source is only read
+        source = resolve_source(  # the source is only read
+            args.source,
+            args.name,
+            args.layout,
+            write_id=False,
+            voxel_size=_voxel_size(args.voxel_size),
+            units=args.unit,
+        )
         report = convert_volume(
             source,
             Path(args.output),
@@ -362,10 +396,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
-    """Say how to open a restored volume; with --serve, serve it to neuroglancer until Ctrl-C."""
+    """Say how to open a restored volume; with --serve, serve it to every viewer until Ctrl-C."""
     import time
 
-    from flows.view import ViewError, describe, serve
+    from flows.view import ViewError, describe
+    from flows.view_server import ServedImage, start_server
 
     path = Path(args.path)
     try:
@@ -373,17 +408,21 @@ def _view(args: argparse.Namespace) -> int:
             print("\n".join(describe(path)))
             return 0
         describe(path)  # refuse a path that is not a volume before opening a port
-        server, url = serve(path, args.host, args.port)
     except ViewError as exc:
         print(f"emzip: error: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(describe(path, url)), flush=True)
-    print("serving; Ctrl-C stops", flush=True)
+    served = ServedImage(path, cache_bytes=int(args.cache_mb) << 20)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.shutdown()
+        with start_server(served, args.host, args.port) as url:
+            print("\n".join(describe(path, url)), flush=True)
+            print("serving; Ctrl-C stops", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        served.close()
     return 0
 
 
@@ -437,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="raw data of blocks already coded changed: code and ship them again as new versions (default), "
         "or refuse the run, naming the slices",
     )
+    _add_voxel_options(r)
     r.set_defaults(func=_run)
     k = sub.add_parser("convert", help="an emzip-coded OME-Zarr copy, with pyramid, of a zarr/N5/TIFF volume")
     k.add_argument("source", help="zarr/zarr3/n5/precomputed folder, a folder of TIFF/PNG slices, or a spec")
@@ -446,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--block", default=None, help="block = chunk shape z,y,x (default 64 slices, ~512 in y and x)")
     k.add_argument("--effort", type=int, default=2)
     k.add_argument("--quiet", action="store_true")
+    _add_voxel_options(k)
     k.set_defaults(func=_convert)
     t = sub.add_parser("retry", help="put failed blocks back to be tried again by the next run")
     t.add_argument("ledger", help="the ledger: <outbox>/ledger.sqlite (edge) or the restore flow's ledger")
@@ -472,9 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_deploy)
     o = sub.add_parser("view", help="open a restored OME-Zarr volume: neuroglancer source, napari, zarr")
     o.add_argument("path", help="a restored volume (<restored>/<volume>.zarr) or a converted archive")
-    o.add_argument("--serve", action="store_true", help="serve it over HTTP (with CORS) for neuroglancer")
+    o.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve it over HTTP (Range, CORS; an archive decoded on request) for any viewer",
+    )
     o.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the facility's network)")
     o.add_argument("--port", type=int, default=8000)
+    o.add_argument("--cache-mb", type=int, default=512, help="decoded archive chunks kept (MB)")
     o.set_defaults(func=_view)
     v = sub.add_parser("serve", help="serve the deployments from this process (single workstation)")
     v.add_argument("acquisition_root")

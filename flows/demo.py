@@ -48,6 +48,8 @@ def run_pipeline(
     assume_complete: bool = True,
     on_changed_source: str = "recode",
     prune_raw: str = "off",
+    voxel_size: tuple[float, float, float] | None = None,
+    unit: str | None = None,
 ) -> dict[str, Any]:
     """Acquisition flow then restore flow, with the local backend; returns both summaries and the
     blocks of the source not restored as the edge last coded them (``missing``: id -> why)."""
@@ -65,6 +67,8 @@ def run_pipeline(
         codec=CodecParameters.model_validate(codec) if codec is not None else None,
         on_changed_source=on_changed_source,
         prune_raw=prune_raw,
+        voxel_size=list(voxel_size) if voxel_size else None,
+        unit=unit,
     )
     restored = restore_flow(
         inbox=str(paths["inbox"]),

@@ -136,16 +136,16 @@ def test_convert_resumes_a_block_left_between_its_ledger_steps(tmp_path: Path) -
     import zarr
 
     from codec import Settings
-    from tasks.datacenter.convert import convert_volume
+    from tasks.datacenter.convert import convert_volume, ledger_path
 
     volume = em_like((8, 64, 64), seed=3)
     write_slice_folder(volume, tmp_path / "run1")
     source = resolve_source(tmp_path / "run1", layout="slices", write_id=False)
     archive = tmp_path / "out.zarr"
     convert_volume(source, archive, Settings(steps=0), BLOCK)
-    with Ledger(archive / "ledger.sqlite") as ledger:
+    with Ledger(ledger_path(archive)) as ledger:
         block_id = f"{source.name}/z0004_y0000_x0000"
-        with sqlite3.connect(archive / "ledger.sqlite") as raw:
+        with sqlite3.connect(ledger_path(archive)) as raw:
             raw.execute("UPDATE blocks SET state='encoded' WHERE block_id=?", (block_id,))
         assert ledger.get(block_id).state == "encoded"
     report = convert_volume(source, archive, Settings(steps=0), BLOCK)

@@ -186,7 +186,7 @@ def test_view_prints_the_neuroglancer_source_and_serves_it_with_cors(
     import httpx
 
     from flows.cli import main
-    from flows.view import serve
+    from flows.view_server import ServedImage, start_server
 
     volume = em_like((4, 64, 64), seed=66)
     write_inbox(volume, GRID, tmp_path / "inbox", codec={"steps": 0})
@@ -197,14 +197,11 @@ def test_view_prints_the_neuroglancer_source_and_serves_it_with_cors(
     assert f"neuroglancer source: zarr3://file://{image.resolve()}/" in out and "OME-Zarr 0.5 image, uint8" in out
     assert main(["view", str(tmp_path)]) == 2  # not a volume: one line, no traceback
     assert "no zarr.json here" in capsys.readouterr().err
-    server, url = serve(image, port=0)
-    try:
+    with start_server(ServedImage(image), port=0) as url:
         response = httpx.get(url + "zarr.json", headers={"Origin": "https://neuroglancer-demo.appspot.com"})
         assert response.status_code == 200 and response.headers["access-control-allow-origin"] == "*"
         assert response.json()["attributes"]["ome"]["version"] == "0.5"
         assert httpx.get(url + "1/zarr.json").status_code == 200  # the pyramid's levels are served too
-    finally:
-        server.shutdown()
 
 
 def test_the_pyramid_of_a_growing_acquisition_grows_with_it(prefect_api: str, tmp_path: Path) -> None:

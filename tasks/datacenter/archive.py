@@ -24,9 +24,10 @@ import numpy as np
 
 from codec.settings import Settings
 from tasks.datacenter.destination import RestoreError
-from tasks.source.grid import BlockRef
+from tasks.source.grid import BlockRef, grids_agree
 from tasks.store.atomic import atomic_write_bytes, atomic_write_json
 from tasks.store.checksums import array_sha256, file_sha256
+from tasks.store.sidecar import sidecar
 
 __all__ = ["archive_metadata", "chunk_path", "metadata_lock", "open_archive", "place_block"]
 
@@ -55,22 +56,28 @@ def open_archive(
     dtype: np.dtype[Any],
     block_shape: tuple[int, int, int],
     attributes: dict[str, Any],
+    locked: bool = False,
 ) -> None:
     """Create the archive's metadata, or check an existing one agrees and grow it to ``shape``.
 
-    Under an exclusive lock on the archive (``.zarr.json.lock``): two processes growing it at
-    once each read the other's growth, never write over it.
+    Under an exclusive lock (``metadata_lock``): two processes growing it at once each read the
+    other's growth, never write over it. ``locked``: the caller already holds the lock of the
+    image the archive is level 0 of (``tasks.datacenter.omezarr.open_image``).
     """
+    if locked:
+        _open_archive_locked(path, shape, dtype, block_shape, attributes)
+        return
     with metadata_lock(path):
         _open_archive_locked(path, shape, dtype, block_shape, attributes)
 
 
 @contextlib.contextmanager
 def metadata_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<path>/.zarr.json.lock`` (released when the process dies): one process
-    at a time changes a zarr node's metadata there (an archive's, or an OME-Zarr group's)."""
+    """An exclusive ``flock`` on ``zarr.json.lock`` in the node's sidecar folder (``tasks.store.sidecar``,
+    beside the node, never in it; released when the process dies): one process at a time changes
+    a zarr node's metadata (an archive's, or an OME-Zarr group's)."""
     path.mkdir(parents=True, exist_ok=True)
-    with (path / ".zarr.json.lock").open("a") as handle:
+    with sidecar(path, "zarr.json.lock").open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -95,7 +102,10 @@ def _open_archive_locked(
         held = (metadata["data_type"], grid, metadata["codecs"][0]["name"])
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise RestoreError(f"{metadata_path}: not an emzip archive's metadata ({exc})") from exc
-    if held != (np.dtype(dtype).name, list(block_shape), "emzip"):
+    agree = grids_agree(
+        tuple(grid), tuple(block_shape), tuple(max(a, b) for a, b in zip(metadata["shape"], shape, strict=True))
+    )
+    if held[0] != np.dtype(dtype).name or held[2] != "emzip" or not agree:
         raise RestoreError(
             f"{path}: archive holds {held[0]} in chunks {held[1]} coded {held[2]}; "
             f"the block is {np.dtype(dtype).name} on the grid {list(block_shape)}"

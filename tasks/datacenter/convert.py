@@ -8,7 +8,7 @@ The source (zarr v2/v3, N5, neuroglancer precomputed or a TIFF/PNG slice folder,
 TensorStore, ``tasks.source.volumes``) is only ever read. Each block is coded with the codec (its own
 round-trip check), written as the block's chunk of the archive (``tasks.datacenter.archive``: atomic, then
 read back through zarr-python and compared by sha256 with the source block) and recorded in a
-ledger beside the archive, so a conversion that is stopped or killed resumes where it was: blocks
+ledger beside the archive (``ledger_path``), so a conversion that is stopped or killed resumes where it was: blocks
 already verified are not coded again.
 
 A source is recognised by its content, not its path or inode: each converted block's raw sha256
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,17 +35,34 @@ from tasks.datacenter.omezarr import base_array, open_image
 from tasks.datacenter.pyramid import first_level_from_block, footprint_key, whole_from
 from tasks.datacenter.pyramid_pass import Chunk, carry_up, recompute_chunks
 from tasks.datacenter.targets import TargetError, read_target
-from tasks.source.grid import block_grid, choose_block_shape
+from tasks.source.grid import block_grid, choose_block_shape, grids_agree
 from tasks.source.revisions import grew_reason, raw_stamp, same_raw, slices_text
-from tasks.source.volumes import Volume, VolumeError, VolumeSource, open_volume
+from tasks.source.volumes import Volume, VolumeError, VolumeSource, open_volume, portable_source
 from tasks.store.checksums import array_sha256
 from tasks.store.failpoints import failpoint
 from tasks.store.ledger import BlockRecord, Ledger, worker_identity
+from tasks.store.sidecar import sidecar_dir
 
-__all__ = ["LEDGER", "ConvertReport", "convert_volume"]
+__all__ = ["LEDGER", "ConvertReport", "convert_volume", "ledger_path"]
 
-#: The conversion's ledger, inside the archive folder.
+#: The conversion's ledger, in the archive's sidecar folder (``tasks.store.sidecar``).
 LEDGER = "ledger.sqlite"
+
+
+def ledger_path(archive: Path) -> Path:
+    """Where the conversion of ``archive`` keeps its ledger: beside the archive, not in it.
+
+    A ledger from before (``<archive>/ledger.sqlite``, with its WAL files) is moved there first.
+    """
+    target = sidecar_dir(archive) / LEDGER
+    old = archive / LEDGER
+    if old.is_file() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("-wal", "-shm", ""):  # the database itself last: it is what says "there is a ledger"
+            moved = archive / (LEDGER + suffix)
+            if moved.exists():
+                os.replace(moved, target.parent / (LEDGER + suffix))
+    return target
 
 
 @dataclass(frozen=True)
@@ -75,8 +93,8 @@ def convert_volume(
     a second source of the same folder name must never pass for the first one's blocks.
     """
     volume = open_volume(source)
-    grid = block_shape or choose_block_shape(volume.chunk, whole_slices=source.layout == "slices")
-    if (archive / LEDGER).is_file():  # a resume: the source must be the one converted so far
+    grid = block_shape or _default_grid(volume, archive)
+    if ledger_path(archive).is_file():  # a resume: the source must be the one converted so far
         source = _check_same_source(source, volume, grid, archive)
         volume = replace(volume, source=source)
     else:
@@ -85,7 +103,7 @@ def convert_volume(
         "voxel_size": list(volume.voxel_size) if volume.voxel_size else None,
         "units": volume.units,
         "emzip": {
-            "converted_from": source.as_json(),
+            "converted_from": portable_source(source.as_json()),
             "acquisition": source.acquisition.id if source.acquisition else None,
         },
     }
@@ -95,7 +113,7 @@ def convert_volume(
     worker = worker_identity()
     converted = 0
     recoded: list[str] = []
-    with Ledger(archive / LEDGER) as ledger:
+    with Ledger(ledger_path(archive)) as ledger:
         ledger.discover(blocks)
         now = {b.block_id: b for b in blocks}
         for record in ledger.blocks(source.name):
@@ -177,12 +195,14 @@ def _check_same_source(source: VolumeSource, volume: Volume, grid: tuple[int, in
         existing = read_target(archive)
     except TargetError as exc:
         raise VolumeError(f"{archive}: cannot resume: {exc}") from exc
-    if existing is not None and (existing.dtype != volume.dtype.name or existing.grid != tuple(grid)):
+    if existing is not None and (
+        existing.dtype != volume.dtype.name or not grids_agree(existing.grid, tuple(grid), volume.shape)
+    ):
         raise VolumeError(
             f"{archive}: holds {existing.dtype} on a grid of {list(existing.grid)}; {source.location} is "
             f"{volume.dtype.name} on {list(grid)}: not the source it was converted from (use another archive)"
         )
-    with Ledger(archive / LEDGER) as ledger:
+    with Ledger(ledger_path(archive)) as ledger:
         records = ledger.blocks(states=("verified",))
         names = sorted({r.block.volume for r in records})
         if not records or any(r.raw_sha256 is None for r in records):
@@ -205,6 +225,19 @@ def _check_same_source(source: VolumeSource, volume: Volume, grid: tuple[int, in
             "into another archive"
         )
     return replace(source, name=names[0])
+
+
+def _default_grid(volume: Volume, archive: Path) -> tuple[int, int, int]:
+    """The block grid when none is given: the archive's own on a resume (the source may have grown
+    since), else the default clipped to the source, which is complete (``choose_block_shape``)."""
+    try:
+        existing = read_target(archive)
+    except TargetError:
+        existing = None  # _check_same_* names the problem
+    if existing is not None and len(existing.grid) == 3:
+        return existing.grid[0], existing.grid[1], existing.grid[2]
+    slices = volume.source.layout == "slices"
+    return choose_block_shape(volume.chunk, whole_slices=slices, shape=volume.shape, clip_depth=True)
 
 
 def _differs(volume: Volume, record: BlockRecord) -> tuple[str | None, str | None]:

@@ -1,8 +1,9 @@
 """The data center's restored volume: a sharded zarr v3 array written one block at a time.
 
 The array keeps the acquisition's dtype, its (z, y, x) dimension names, and its metadata (voxel
-size, units, where it came from) in the zarr attributes. Shards are the size of a block, so one
-block's write replaces whole shard files, each written by TensorStore through a temporary name and
+size, units, where it came from) in the zarr attributes. Shards are the size of a block (a block
+no larger than the inner chunk is a plain chunk: no shard), so one block's write replaces whole
+files, each written by TensorStore through a temporary name and
 a rename; a block is read back through zarr-python (the public zarr API) and its sha256 compared
 with the provenance record before anyone may call it restored. The array grows (never shrinks)
 as blocks of a growing acquisition arrive.
@@ -35,6 +36,30 @@ def _largest_divisor_at_most(value: int, limit: int) -> int:
     return 1
 
 
+#: How a chunk's voxels are coded (inside a shard, or as the chunk where no shard is needed).
+CHUNK_CODECS: list[dict[str, Any]] = [
+    {"name": "bytes", "configuration": {"endian": "little"}},
+    {"name": "zstd", "configuration": {"level": 3}},
+]
+
+
+def volume_codecs(block_shape: tuple[int, ...], inner: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The codecs of a restored volume's array: a block-sized shard of ``inner`` chunks, or, where
+    the inner chunk is the whole block, plain chunks (a shard of one chunk is only an index to read)."""
+    if tuple(inner) == tuple(block_shape):
+        return CHUNK_CODECS
+    return [
+        {
+            "name": "sharding_indexed",
+            "configuration": {
+                "chunk_shape": list(inner),
+                "codecs": CHUNK_CODECS,
+                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+            },
+        }
+    ]
+
+
 def open_destination(
     path: str | Path,
     shape: tuple[int, int, int],
@@ -61,19 +86,7 @@ def open_destination(
             "data_type": dtype.name,
             "dimension_names": ["z", "y", "x"],
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(block_shape)}},
-            "codecs": [
-                {
-                    "name": "sharding_indexed",
-                    "configuration": {
-                        "chunk_shape": list(inner),
-                        "codecs": [
-                            {"name": "bytes", "configuration": {"endian": "little"}},
-                            {"name": "zstd", "configuration": {"level": 3}},
-                        ],
-                        "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
-                    },
-                }
-            ],
+            "codecs": volume_codecs(block_shape, inner),
             "attributes": attributes or {},
         }
         try:

@@ -204,7 +204,7 @@ def _open_base(
     attributes: dict[str, Any],
 ) -> None:
     if kind == "archive":
-        open_archive(path, extent, np.dtype(dtype), block_shape, attributes)
+        open_archive(path, extent, np.dtype(dtype), block_shape, attributes, locked=True)
     else:
         open_destination(path, extent, dtype, block_shape, attributes)
 

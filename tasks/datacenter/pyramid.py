@@ -3,9 +3,11 @@
 Level 0 is the restored volume. Level ``L`` halves y and x of level ``L - 1``, and z as well where
 the voxel size says z is then no coarser than y and x (isotropic FIB-SEM halves z at every level;
 ssTEM at 50 nm x 4 nm keeps z until y and x reach 64 nm). Levels stop at the first one whose y
-and x fit in one chunk. A voxel of level ``L`` is the mean of the (up to 8) voxels of level
-``L - 1`` under it that lie inside the volume, in integers, rounded half up: the same bytes in
-whatever order blocks arrive, because a chunk is always recomputed whole from the level below.
+and x fit in one chunk and in 128 voxels (``TOP_LEVEL_SIZE``). Every level has the block grid's
+chunk (one grid for all levels: as a volume grows, no chunk straddles two chunk locks). A voxel of
+level ``L`` is the mean of the (up to 8) voxels of level ``L - 1`` under it that lie inside the
+volume, in integers, rounded half up: the same bytes in whatever order blocks arrive, because a
+chunk is always recomputed whole from the level below.
 
 Who computes what: every restored block leaves its footprint pending in the restore ledger
 (before it is written); the restore flow then recomputes, level by level, every chunk that a
@@ -32,8 +34,10 @@ import numpy as np
 import tensorstore as ts
 
 from tasks.store.failpoints import failpoint
+from tasks.store.sidecar import sidecar
 
 __all__ = [
+    "TOP_LEVEL_SIZE",
     "WHOLE",
     "Level",
     "all_chunks",
@@ -52,6 +56,9 @@ __all__ = [
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
+#: The pyramid ends at the first level whose slice fits in this many voxels (and in one chunk).
+TOP_LEVEL_SIZE = 128
+
 
 @dataclass(frozen=True)
 class Level:
@@ -66,13 +73,16 @@ def level_plan(
 ) -> list[Level]:
     """The levels of a volume of ``shape`` (level 0 first), with chunks of ``chunk`` at every level.
 
+    Levels stop at the first whose y and x fit in one chunk and in ``TOP_LEVEL_SIZE``: a block
+    grid as wide as the slice (a 250-wide volume gets 250-wide blocks) still gets an overview.
     Without a voxel size, z is never halved (an anisotropic stack must not be blurred across
     sections on a guess).
     """
     levels = [Level((1, 1, 1), shape)]
+    top_y, top_x = min(chunk[1], TOP_LEVEL_SIZE), min(chunk[2], TOP_LEVEL_SIZE)
     while True:
         last = levels[-1]
-        if last.shape[1] <= chunk[1] and last.shape[2] <= chunk[2]:
+        if last.shape[1] <= top_y and last.shape[2] <= top_x:
             return levels
         fz, fy, fx = last.factor
         if voxel_size is not None:
@@ -246,7 +256,7 @@ def first_level_from_block(
             continue
         local = tuple(slice(a - r0, b - r0) for (a, b), (r0, _) in zip(part, region, strict=True))
         (z0, z1), (y0, y1), (x0, x1) = part
-        with _chunk_lock(image / ".pyramid.lock", 1, index):
+        with _chunk_lock(sidecar(image, "pyramid.lock"), 1, index):
             target[z0:z1, y0:y1, x0:x1].write(pooled[local]).result()
         failpoint("pyramid.block")
     return True
@@ -285,7 +295,7 @@ def update_chunks(
         if any(stop <= start for start, stop in box):
             continue
         source = tuple(slice(a * s, min(b * s, n)) for (a, b), s, n in zip(box, step, below_shape, strict=True))
-        with _chunk_lock(image / ".pyramid.lock", level, index):
+        with _chunk_lock(sidecar(image, "pyramid.lock"), level, index):
             raw = below[source]
             data = np.asarray(raw.read().result() if isinstance(raw, ts.TensorStore) else raw)
             pooled = mean_pool(data, step)

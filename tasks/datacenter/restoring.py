@@ -32,6 +32,7 @@ from tasks.datacenter.omezarr import base_array, open_image, read_image
 from tasks.datacenter.pyramid import first_level_from_block
 from tasks.datacenter.targets import TargetError, TargetInfo, disagreement, read_target
 from tasks.source.grid import BlockRef
+from tasks.source.volumes import portable_source
 from tasks.store.checksums import file_sha256
 from tasks.store.diskspace import out_of_space
 from tasks.store.failpoints import failpoint
@@ -333,9 +334,9 @@ def _attributes(item: ReceivedBlock) -> dict[str, Any]:
         "voxel_size": volume.get("voxel_size"),
         "units": volume.get("units"),
         "emzip": {
-            "source": volume.get("source"),
+            "source": portable_source(volume.get("source")),
             "acquisition": item.valid.acquisition,
-            "restored_from": str(item.container_path.parent),
+            "restored_from": item.container_path.parent.name,  # the inbox folder, not the site's path
         },
     }
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from tasks.datacenter.destination import RestoreError
 from tasks.datacenter.omezarr import base_array, read_metadata
+from tasks.source.grid import grids_agree
 from tasks.store.validation import ValidBlock
 
 __all__ = ["TargetError", "TargetInfo", "disagreement", "read_target", "target_attributes_acquisition"]
@@ -76,7 +77,7 @@ def disagreement(target: TargetInfo, valid: ValidBlock) -> str | None:
     """
     if target.dtype != valid.dtype.name:
         return f"target holds {target.dtype}, the block is {valid.dtype.name}"
-    if target.grid != tuple(valid.block_shape):
+    if not grids_agree(target.grid, tuple(valid.block_shape), target.shape):
         return f"target's block grid is {list(target.grid)}, the record's {list(valid.block_shape)}"
     if target.acquisition is not None and valid.acquisition != target.acquisition:
         return (

@@ -18,7 +18,7 @@ DEFAULT_DEPTH = 64
 DEFAULT_TILE = 512
 _ID_PATTERN = re.compile(r"^(?P<volume>.+)/z(?P<z>\d{4,})_y(?P<y>\d{4,})_x(?P<x>\d{4,})$")
 
-__all__ = ["BlockRef", "block_grid", "choose_block_shape", "parse_block_id", "versioned_stem"]
+__all__ = ["BlockRef", "block_grid", "choose_block_shape", "grids_agree", "parse_block_id", "versioned_stem"]
 
 
 @dataclass(frozen=True, order=True)
@@ -90,19 +90,49 @@ def parse_block_id(block_id: str) -> tuple[str, int, int, int]:
 
 
 def choose_block_shape(
-    chunk: tuple[int, int, int], depth: int = DEFAULT_DEPTH, tile: int = DEFAULT_TILE, whole_slices: bool = False
+    chunk: tuple[int, int, int],
+    depth: int = DEFAULT_DEPTH,
+    tile: int = DEFAULT_TILE,
+    whole_slices: bool = False,
+    shape: tuple[int, int, int] | None = None,
+    clip_depth: bool = False,
 ) -> tuple[int, int, int]:
     """Default block shape: ``depth`` slices, y and x the multiple of the storage chunk nearest ``tile``.
 
     For slice-image folders (``whole_slices``) the chunk is a whole slice; the tile is then used
-    as is so that large slices are cut into trainable blocks.
+    as is so that large slices are cut into trainable blocks. With the volume's ``shape``, y and
+    x never exceed the slice (a block, and so the data center's chunk, is never larger than the
+    image where a smaller one serves); z only with ``clip_depth``, for a source that does not
+    grow (an acquisition grows in z, and its grid must stay the same from run to run).
     """
     if whole_slices:
-        return depth, tile, tile
-    sizes = []
-    for c in chunk[1:]:
-        sizes.append(c * max(1, round(tile / c)))
+        sizes = [tile, tile]
+    else:
+        sizes = [c * max(1, round(tile / c)) for c in chunk[1:]]
+    if shape is not None:
+        # An extent of 0 (a slice folder with no settled slice yet) says nothing about the slice.
+        sizes = [min(size, extent) if extent > 0 else size for size, extent in zip(sizes, shape[1:], strict=True)]
+        if clip_depth:
+            depth = max(1, min(depth, shape[0]))
     return depth, sizes[0], sizes[1]
+
+
+def grids_agree(held: tuple[int, ...], grid: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Whether two block grids cut a volume of ``shape`` into the same blocks.
+
+    Equal on every axis, or, in y and x (which do not grow), both at least the volume's extent:
+    a target made with a 512-wide grid before grids were clipped to the slice (250 wide) takes
+    the blocks of the clipped grid, the same single column of chunks. Without the volume's shape
+    (a target not created yet), only equal grids agree.
+    """
+    if len(held) != len(grid):
+        return False
+    if len(shape) != len(grid):
+        return tuple(held) == tuple(grid)
+    return all(
+        h == g or (axis > 0 and h >= extent and g >= extent)
+        for axis, (h, g, extent) in enumerate(zip(held, grid, shape, strict=True))
+    )
 
 
 def block_grid(volume: str, shape: tuple[int, int, int], block_shape: tuple[int, int, int]) -> Iterator[BlockRef]:

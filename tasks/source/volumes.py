@@ -18,15 +18,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 import numpy as np
 import tensorstore as ts
 
 from tasks.source.identity import Acquisition, AcquisitionError, acquisition_of, default_volume_id
-from tasks.source.voxel_size import read_voxel_size
+from tasks.source.voxel_size import ome_dataset_paths, ome_multiscale, read_voxel_size
 from tasks.store.names import UnsafeInputError, check_volume_name
 
 Layout = Literal["zarr", "zarr3", "n5", "precomputed", "slices"]
@@ -45,6 +45,7 @@ __all__ = [
     "VolumeError",
     "VolumeSource",
     "open_volume",
+    "portable_source",
     "resolve_source",
     "shared_context",
 ]
@@ -93,29 +94,74 @@ class VolumeSource:
     location: str
     spec: dict[str, Any] | None = None
     acquisition: Acquisition | None = None
+    voxel_size: tuple[float, float, float] | None = None
+    """The operator's voxel size (z, y, x); None: what the store records, if anything."""
+    units: str | None = None
+    """The operator's unit of ``voxel_size``."""
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-safe description for provenance records and flow parameters."""
-        return {
+        described: dict[str, Any] = {
             "name": self.name,
             "layout": self.layout,
             "location": self.location,
             "spec": self.spec,
             "acquisition": self.acquisition.as_json() if self.acquisition else None,
         }
+        if self.voxel_size is not None:
+            described["voxel_size"] = list(self.voxel_size)
+            described["units"] = self.units
+        return described
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VolumeSource:
         """Inverse of ``as_json``."""
         raw = data.get("acquisition")
         acquisition = Acquisition(raw["id"], raw["origin"], raw["location"]) if isinstance(raw, dict) else None
+        size = data.get("voxel_size")
         return cls(
             name=data["name"],
             layout=data["layout"],
             location=data["location"],
             spec=data.get("spec"),
             acquisition=acquisition,
+            voxel_size=(float(size[0]), float(size[1]), float(size[2])) if size else None,
+            units=data.get("units") if size else None,
         )
+
+
+def portable_source(described: Any) -> Any:
+    """A source description (``VolumeSource.as_json``) fit for an image's attributes: no absolute paths.
+
+    Images are published and copied to other sites; the edge's directory layout means nothing
+    there and should not leak. Locations keep their last part (the acquisition folder's name), a
+    TensorStore spec only its driver; the acquisition id, which identifies the data, is kept.
+    """
+    if not isinstance(described, dict):
+        return described
+    out = dict(described)
+    if isinstance(out.get("location"), str):
+        out["location"] = PurePath(out["location"].rstrip("/")).name
+    if isinstance(out.get("spec"), dict):
+        out["spec"] = {"driver": out["spec"].get("driver")}
+    acquisition = out.get("acquisition")
+    if isinstance(acquisition, dict) and isinstance(acquisition.get("location"), str):
+        out["acquisition"] = {**acquisition, "location": PurePath(acquisition["location"].rstrip("/")).name}
+    return out
+
+
+def _ome_base(path: Path) -> tuple[Path, Layout] | None:
+    """An OME-Zarr image's full-resolution array and its layout; None when ``path`` is not an image."""
+    multiscale = ome_multiscale(path)
+    if multiscale is None:
+        return None
+    datasets = ome_dataset_paths(multiscale)
+    if not datasets:
+        raise VolumeError(f"{path}: an OME-Zarr group whose multiscales lists no datasets")
+    base = path / datasets[0]
+    if not base.is_dir() or not ((base / "zarr.json").is_file() or (base / ".zarray").is_file()):
+        raise VolumeError(f"{path}: OME-Zarr dataset {datasets[0]!r} is not an array here")
+    return base, "zarr3" if (base / "zarr.json").is_file() else "zarr"
 
 
 def _detect_layout(path: Path) -> Layout:
@@ -147,6 +193,8 @@ def resolve_source(
     *,
     identify: bool = True,
     write_id: bool = True,
+    voxel_size: tuple[float, float, float] | None = None,
+    units: str | None = None,
 ) -> VolumeSource:
     """Turn a path, a JSON spec string, or a spec dict into a ``VolumeSource``.
 
@@ -156,8 +204,26 @@ def resolve_source(
     this writes the acquisition's id file on first sight). ``identify=False`` (benchmarks, a
     look at whether a folder is a volume) skips the identity and names the volume after the
     folder; ``write_id=False`` never writes into the source (the id is read or derived). The
-    layout is detected from the folder's contents unless given.
+    layout is detected from the folder's contents unless given. An OME-Zarr image (a group with
+    ``multiscales``) is read from its full-resolution array, under the image's name.
+    ``voxel_size`` and ``units``: the operator's, for a source that records none (they win over
+    what it records).
     """
+    if voxel_size is not None and (len(voxel_size) != 3 or min(voxel_size) <= 0):
+        raise VolumeError(f"voxel size must be three positive numbers z,y,x, got {list(voxel_size)}")
+    source = _resolve(target, name, layout, identify, write_id)
+    if voxel_size is None:
+        return source
+    return replace(source, voxel_size=tuple(float(v) for v in voxel_size), units=units or "nanometer")  # type: ignore[arg-type]
+
+
+def _resolve(
+    target: str | os.PathLike[str] | dict[str, Any],
+    name: str | None,
+    layout: Layout | None,
+    identify: bool,
+    write_id: bool,
+) -> VolumeSource:
     if isinstance(target, dict) or (isinstance(target, str) and target.lstrip().startswith("{")):
         try:
             spec = json.loads(target) if isinstance(target, str) else dict(target)
@@ -187,7 +253,7 @@ def resolve_source(
         raise VolumeError(f"{path}: acquisition volume folder does not exist")
     stem = path.resolve().stem if path.name in ("", ".", "..") else path.stem
     if layout is None:
-        layout = _detect_layout(path)
+        path, layout = _ome_base(path) or (path, _detect_layout(path))
     acquisition = _identify(str(path), None, write_id) if identify else None
     return VolumeSource(_volume_id(name, stem, acquisition, str(path)), layout, str(path.resolve()), None, acquisition)
 
@@ -425,9 +491,14 @@ def open_volume(source: VolumeSource, context: ts.Context | None = None, settled
     """Open (or re-open, with fresh metadata) a volume; raises ``VolumeError`` with the location.
 
     ``settled_before`` applies to slice folders: images modified after that time are not opened
-    (an empty folder opens as a volume of zero slices).
+    (an empty folder opens as a volume of zero slices). The operator's voxel size, when the
+    source carries one, wins over what the store records.
     """
     context = context if context is not None else shared_context()
     if source.layout == "slices":
-        return _open_slices(source, context, settled_before)
-    return _open_chunked(source, context)
+        volume = _open_slices(source, context, settled_before)
+    else:
+        volume = _open_chunked(source, context)
+    if source.voxel_size is not None:
+        volume.voxel_size, volume.units = source.voxel_size, source.units
+    return volume
