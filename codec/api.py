@@ -21,6 +21,7 @@ from codec.container import Container, Header
 from codec.errors import CorruptDataError, EmzipError, FormatError, UnsupportedInputError
 from codec.limits import LimitError, check_decoded_bytes
 from codec.settings import Settings
+from codec.shared import SharedModel
 from codec.v4 import block as v4_block
 from codec.v4.context import MAX_EXTENT
 
@@ -59,6 +60,8 @@ class EncodeResult:
     training: TrainReport | None = None
     model_sha256: str | None = None
     model_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    shared: SharedModel | None = field(default=None, repr=False)
+    """The acquisition model the next blocks should use (``codec.shared``); None when not learned."""
     seconds: float = 0.0
 
     @property
@@ -143,7 +146,7 @@ def _learned_eligible(array: np.ndarray, settings: Settings) -> str | None:
 
 def _learned_container(
     array: np.ndarray, settings: Settings, warm_start: dict[str, torch.Tensor] | None, progress: Progress | None
-) -> tuple[bytes, TrainReport, str, dict[str, torch.Tensor]]:
+) -> tuple[bytes, TrainReport, str, v4_block.EncodedBlock]:
     """A format-v4 learned container: the block's raster model, trained or warm-started, coded by the engine."""
     block = _as_3d(array)
     from codec.family_probe import choose_family
@@ -185,7 +188,26 @@ def _learned_container(
         },
     }
     data = container.pack(Container(_header(array, "learned"), config, coded.model, coded.data))
-    return data, report, hashlib.sha256(coded.model).hexdigest(), coded.state
+    return data, report, hashlib.sha256(coded.model).hexdigest(), coded
+
+
+def _shared_container(
+    array: np.ndarray, settings: Settings, shared: SharedModel
+) -> tuple[bytes, TrainReport, str] | str:
+    """A learned container coded with the acquisition's model as it is (``codec.shared``): no
+    training. Returns why not (a string) when the block's sample says a model of its own fits better."""
+    from codec.v4.train import TrainReport
+
+    coded = v4_block.encode_with_state(_as_3d(array), shared.state, shared.family, settings.stripes, settings.seed)
+    if isinstance(coded, str):
+        return coded
+    config = {
+        "engine": coded.config,
+        "training": {"steps": 0, "seconds": 0.0, "warm_start": True, "acquisition_model": True, "seed": settings.seed},
+    }
+    packed = container.pack(Container(_header(array, "learned"), config, coded.model, coded.data))
+    report = TrainReport(0, coded.train_seconds, coded.sample_bits, False, "none (acquisition model)")
+    return packed, report, hashlib.sha256(coded.model).hexdigest()
 
 
 def encode(
@@ -193,10 +215,17 @@ def encode(
     settings: Settings | None = None,
     *,
     warm_start: dict[str, torch.Tensor] | None = None,
+    shared: SharedModel | None = None,
     progress: Progress | None = None,
     **overrides: Any,
 ) -> EncodeResult:
-    """Compress ``volume`` and report how. See :class:`Settings` for the knobs."""
+    """Compress ``volume`` and report how. See :class:`Settings` for the knobs.
+
+    ``shared``: the acquisition's model (``codec.shared``). The block is coded with it as it is
+    when it still fits (its ratio to the classic probe); otherwise the block is decided again,
+    warm-started from it, and ``reason`` says why. ``EncodeResult.shared`` is the model the
+    next blocks should use (None when this block did not end up learned).
+    """
     start = time.monotonic()
     settings = (settings or Settings()).with_overrides(**overrides)
     array = _as_array(volume)
@@ -207,24 +236,54 @@ def encode(
         packed = container.pack(Container(_header(array, name), {"original_dtype": original_dtype}, b"", payload))
         return name, packed
 
+    probe_effort = min(CLASSIC_PROBE_EFFORT, settings.fallback_effort)
+    probe_settings = settings.with_overrides(fallback_effort=probe_effort)
     learned_bytes, reason, report, model_hash, state = None, "", None, None, None
+    coded: v4_block.EncodedBlock | None = None
+    kept: SharedModel | None = None
+    redecided = ""
     not_eligible = _learned_eligible(array, settings)
     if not_eligible is not None:
         reason = not_eligible
-    else:
+    elif shared is not None:
+        attempt = _shared_container(array, settings, shared)
+        if isinstance(attempt, str):
+            redecided = f"acquisition model no longer fits ({attempt}): decided again on this block; "
+        else:
+            candidate, shared_report, shared_hash = attempt
+            probe_name, estimate = _classic_estimate(array, probe_settings)
+            ratio = len(candidate) / max(estimate, 1.0)
+            if settings.codec == "learned" or shared.fits(ratio):
+                learned_bytes, report, kept, model_hash = candidate, shared_report, shared, shared_hash
+                reason = (
+                    f"acquisition model: {ratio:.4f} of the {probe_name} e{probe_effort} estimate "
+                    f"(decided at {shared.probe_ratio:.4f})"
+                )
+            else:
+                redecided = (
+                    f"acquisition model no longer fits ({ratio:.4f} of the {probe_name} e{probe_effort} estimate, "
+                    f"decided at {shared.probe_ratio:.4f}): decided again on this block; "
+                )
+        if kept is None:
+            warm_start = shared.state
+    if not_eligible is None and kept is None:
         try:
-            learned_bytes, report, model_hash, state = _learned_container(array, settings, warm_start, progress)
+            learned_bytes, report, model_hash, coded = _learned_container(array, settings, warm_start, progress)
+            state = coded.state
         except (RuntimeError, ValueError, FloatingPointError, LimitError) as exc:
             log.warning("learned coding failed, storing with the classic codec instead: %s", exc)
             reason = f"learned coding failed: {exc}"
     chosen: bytes | None = None
-    if learned_bytes is not None and settings.codec == "learned":
+    estimate_for_model: float | None = None
+    if kept is not None:
+        chosen = learned_bytes
+    elif learned_bytes is not None and settings.codec == "learned":
         chosen, reason = learned_bytes, "learned codec requested"
     elif learned_bytes is not None:
         # A fast classic probe settles the usual case; the full classic effort runs only when
         # the learned container is not clearly smaller (JPEG-XL e3 is within 0.2% of e7 on EM).
-        probe_effort = min(CLASSIC_PROBE_EFFORT, settings.fallback_effort)
-        probe_name, estimate = _classic_estimate(array, settings.with_overrides(fallback_effort=probe_effort))
+        probe_name, estimate = _classic_estimate(array, probe_settings)
+        estimate_for_model = estimate
         if len(learned_bytes) < CLASSIC_PROBE_MARGIN * estimate:
             chosen, reason = learned_bytes, f"learned model smaller than {probe_name} e{probe_effort} (estimated)"
     if chosen is None:
@@ -237,19 +296,30 @@ def encode(
             chosen = classic_bytes
     if settings.verify and chosen is learned_bytes and not _round_trips(chosen, array, progress):
         log.error("learned container failed its round trip; storing with the classic codec instead")
-        chosen, reason = classic(settings.fallback_effort)[1], "learned container failed verification"
+        chosen, reason, kept, coded = (
+            classic(settings.fallback_effort)[1],
+            "learned container failed verification",
+            None,
+            None,
+        )
     if settings.verify and chosen is not learned_bytes and not _round_trips(chosen, array, None):
         raise EmzipError("classic container failed its round trip; refusing to return it")
     codec_name = container.unpack(chosen).header.codec
+    learned = codec_name == "learned"
+    if learned and kept is None and coded is not None:
+        if estimate_for_model is None:
+            estimate_for_model = _classic_estimate(array, probe_settings)[1]
+        kept = SharedModel(str(coded.config["family"]), coded.state, len(chosen) / max(estimate_for_model, 1.0))
     return EncodeResult(
         data=chosen,
         codec=codec_name,
-        reason=reason,
+        reason=redecided + reason,
         sha256=hashlib.sha256(_contiguous_bytes(array)).hexdigest(),
         raw_bytes=array.nbytes,
-        training=report if codec_name == "learned" else None,
-        model_sha256=model_hash if codec_name == "learned" else None,
-        model_state=state,
+        training=report if learned else None,
+        model_sha256=model_hash if learned else None,
+        model_state=(state if state is not None else (kept.state if kept else None)) if learned else None,
+        shared=kept if learned else None,
         seconds=time.monotonic() - start,
     )
 

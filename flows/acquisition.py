@@ -1,343 +1,49 @@
 """The edge flow: scan an acquisition, compress and verify its ready blocks, ship them.
 
-Composition only; the work is in ``tasks``. Each block walks discovered -> encoded -> verified ->
-shipped in the ledger, so a run that is killed and started again picks up every block where it
-stopped: encoded blocks are verified (not re-encoded), verified blocks are shipped as the batch
-they were assigned (same submission id, never a second copy). A block that fails is marked failed
-with the reason and the flow goes on with the others.
+Composition only; the work is in ``tasks``, the order of it in ``flows.edge_scheduler``. Each
+block walks discovered -> encoded -> verified -> shipped in the ledger, so a run that is killed
+and started again picks up every block where it stopped: encoded blocks are verified (not
+re-encoded), verified blocks are shipped as the batch they were assigned (same submission id,
+never a second copy). A block that fails is marked failed with the reason and the flow goes on
+with the others. Blocks are coded by as many workers as the flow's task runner has
+(``workers``), all with the acquisition's model decided on the first block.
 """
 
 from __future__ import annotations
 
 import time
 from base64 import b64encode
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import torch
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.events import emit_event
-from prefect.futures import PrefectFuture
 
 from codec.settings import Settings
-from flows.events import TRANSFER_COMPLETED, VOLUME_RESOURCE_PREFIX
+from flows.edge_scheduler import EDGE_STATES, EdgeRun, EdgeScheduler
 from flows.parameters import CodecParameters, TransferConfig, codec_overrides, transfer_dict
 from flows.progress import ProgressBar
-from flows.steps import BlockData, encode_block, read_block, ship_batch, verify_block
-from tasks.edge.encoding import EncodedBlock, outbox_paths
+from flows.restore import start_task_runner, task_runner_width
 from tasks.edge.pruning import prune_raw_files
 from tasks.edge.readiness import DEFAULT_MARKER, scan_volume
 from tasks.edge.shipping import (
-    assign_batches,
     backend_from_config,
-    batch_files,
-    outbox_file,
     prune_shipped_outbox,
-    record_transfer,
 )
-from tasks.edge.verification import VerifyResult
-from tasks.edge.verifier_pool import verifier_count
 from tasks.figures import block_bitrate_png
 from tasks.source.grid import BlockRef, choose_block_shape
 from tasks.source.revisions import SourceChangedError, find_revisions
 from tasks.source.volumes import Volume, VolumeSource, open_volume, resolve_source
-from tasks.store.diskspace import OutOfSpaceError, out_of_space
-from tasks.store.failpoints import failpoint
-from tasks.store.ledger import BlockRecord, Ledger, LedgerError, worker_identity
-from tasks.store.provenance import load_record, new_record, write_record
-from tasks.transfer import PermanentTransferError, TransferBackend, TransferBatch, TransferError
-from tasks.transfer import prune_outbox as prune_outbox_files
+from tasks.store.diskspace import OutOfSpaceError
+from tasks.store.ledger import BlockRecord, Ledger, worker_identity
+from tasks.store.provenance import load_record
 
-EDGE_STATES = ("discovered", "encoded", "verified")
-#: Blocks encoded but not yet verified before the flow stops training to wait for the verifiers
-#: (they run at idle priority beside training; this bounds how far behind they may fall).
-MAX_UNVERIFIED = 32
 #: Claims (attempts) after which a failed block is no longer retried by itself; ``emzip retry``
 #: puts it back once its cause is fixed.
 MAX_EDGE_ATTEMPTS = 3
-#: Batches whose transfer runs beside training (a Globus transfer waits minutes for its checksums).
-MAX_SHIPPING = 2
 #: What the edge does with a coded block whose raw data changed: code it again as a new version, or refuse the run.
 CHANGED_SOURCE_ACTIONS = ("recode", "refuse")
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What stays fixed for every block of one acquisition run."""
-
-    volume: Volume
-    grid: tuple[int, int, int]
-    source: dict[str, Any]
-    settings: Settings
-    outbox: Path
-
-
-def _start_read(run: _Run, record: BlockRecord) -> PrefectFuture[BlockData] | None:
-    """Start reading a claimed block's voxels (a task future) if it still needs encoding; else None.
-
-    The flow starts the next block's read before it trains the current one, so the read (and its
-    retries) runs beside training instead of between two blocks.
-    """
-    if record.state != "discovered":
-        return None
-    return read_block.submit(run.source, record.block_id, record.block.as_json())
-
-
-def _encode_and_record(
-    run: _Run,
-    record_in: BlockRecord,
-    warm: dict[str, torch.Tensor] | None,
-    reading: PrefectFuture[BlockData],
-    history: list[dict[str, Any]],
-) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None, str | None]:
-    """Encode one block version into the outbox, with its provenance record (not yet verified).
-
-    ``reading`` is the block's read, started by ``_start_read`` when the block was claimed;
-    ``history`` the block's superseded versions (``Ledger.versions``), recorded in provenance.
-    Returns the encoded block, the model's weights and the raw files' stamp taken before the read.
-    """
-    block, version = record_in.block, record_in.version
-    read = reading.result()
-    data, read_s = read.voxels, read.seconds
-    encoded, state = encode_block(block.block_id, block.as_json(), data, run.settings, str(run.outbox), warm, version)
-    record = new_record(
-        block,
-        volume_shape=run.volume.shape,
-        block_shape=run.grid,  # the volume's grid, not this (possibly edge) block's own shape
-        dtype=data.dtype.str,
-        voxel_size=run.volume.voxel_size,
-        units=run.volume.units,
-        source=run.source,
-    )
-    record["block"]["version"] = version
-    if history:
-        record["supersedes"] = [
-            {key: item[key] for key in ("version", "bounds", "state", "raw_sha256", "compressed_sha256", "reason")}
-            for item in history
-        ]
-    record["encoding"] = encoded.encoding
-    record["verification"] = None
-    record["timings_s"] = {"read": round(read_s, 3), "encode": round(encoded.seconds, 3)}
-    write_record(outbox_paths(run.outbox, block, version)[1], record)
-    failpoint("record.written")
-    return encoded, state, read.stamp
-
-
-def _bring_to_encoded(
-    ledger: Ledger,
-    worker: str,
-    run: _Run,
-    record: BlockRecord,
-    warm: dict[str, torch.Tensor] | None,
-    reading: PrefectFuture[BlockData] | None,
-) -> tuple[BlockRecord | None, dict[str, torch.Tensor] | None]:
-    """Encode a claimed block if it still needs it; None if it must start over (outbox files lost).
-
-    ``reading`` is the block's read (``_start_read``), None when it needs no encoding.
-    """
-    outbox = run.outbox
-    if record.state == "discovered":
-        if reading is None:
-            raise ValueError(f"{record.block_id}: needs encoding but no read was started for it")
-        history = ledger.versions(record.block_id) if record.version > 1 else []
-        encoded, warm, stamp = _encode_and_record(run, record, warm, reading, history)
-        record = ledger.advance(
-            record.block_id,
-            worker,
-            "encoded",
-            raw_sha256=encoded.raw_sha256,
-            raw_bytes=encoded.raw_bytes,
-            compressed_sha256=encoded.compressed_sha256,
-            compressed_bytes=encoded.compressed_bytes,
-            codec=encoded.codec,
-            bits_per_voxel=encoded.bits_per_voxel,
-            outbox_path=str(encoded.container_path),
-            raw_stamp=stamp,
-            timings={"encode": round(encoded.seconds, 3)},
-        )
-    if record.state == "encoded" and not all(p.is_file() for p in outbox_paths(outbox, record.block, record.version)):
-        get_run_logger().warning("%s: outbox files missing after a restart; encoding again", record.block_id)
-        ledger.advance(record.block_id, worker, "discovered", release=True)
-        return None, warm
-    return record, warm
-
-
-def _submit_verification(record: BlockRecord, outbox: Path) -> Any:
-    """Start the separate verifying decode of an encoded block (a future: the flow goes on)."""
-    container, prov_path = outbox_paths(outbox, record.block, record.version)
-    prov = load_record(prov_path)
-    return verify_block.submit(
-        record.block_id,
-        str(container),
-        prov["encoding"]["raw_sha256"],
-        prov["encoding"]["compressed_sha256"],
-        list(record.block.shape),
-        prov["block"]["dtype"],
-    )
-
-
-def _record_verification(
-    ledger: Ledger, worker: str, record: BlockRecord, outbox: Path, result: VerifyResult
-) -> BlockRecord:
-    """Write a passed verification into the block's record, then move the ledger to verified."""
-    _, prov_path = outbox_paths(outbox, record.block, record.version)
-    prov = load_record(prov_path)
-    prov["verification"] = result.as_json()
-    prov["timings_s"]["verify"] = result.seconds
-    write_record(prov_path, prov)
-    failpoint("verify.done")
-    return ledger.advance(record.block_id, worker, "verified", timings={"verify": result.seconds})
-
-
-def _block_failed(ledger: Ledger, worker: str, record: BlockRecord, exc: Exception) -> Exception | None:
-    """Mark a block failed with the reason; on a full disk keep it retryable and return the error."""
-    logger = get_run_logger()
-    if out_of_space(exc):  # not the block's fault: keep it retryable, stop taking more
-        logger.error("%s: stopped, disk full: %s; the block stays %s", record.block_id, exc, record.state)
-        ledger.release(record.block_id, worker)
-        return exc
-    logger.error("%s: failed: %s", record.block_id, exc)
-    ledger.fail(record.block_id, worker, f"{type(exc).__name__}: {exc}")
-    return None
-
-
-def _finished(future: Any) -> bool:
-    """Whether a task's future has finished, asked of the future it wraps where there is one.
-
-    ``PrefectFuture.state`` reads the task run from the Prefect API until the run is final: a
-    request (and a new API client) per future each time the flow looks, which on a 2-core edge
-    node took CPU from training and the verifiers. The thread pool's and Dask's futures know
-    locally; only other kinds of future are asked through the API.
-    """
-    wrapped = getattr(future, "wrapped_future", None)
-    done = getattr(wrapped, "done", None)
-    if callable(done):
-        return bool(done())
-    return bool(future.state.is_final())
-
-
-def _due(pending: list[T], wait_for: int, future_of: Callable[[T], Any | None]) -> tuple[list[T], list[T]]:
-    """Split work in flight (oldest first) into what to finish now and what keeps running.
-
-    Due: every item whose future is done (or that has none), and the oldest ones beyond
-    ``wait_for`` still running (finishing them waits on their futures).
-    """
-    due: list[T] = []
-    still: list[T] = []
-    for index, item in enumerate(pending):
-        future = future_of(item)
-        if len(pending) - index > wait_for or future is None or _finished(future):
-            due.append(item)
-        else:
-            still.append(item)
-    return due, still
-
-
-@dataclass
-class _Shipment:
-    """One batch on its way: its transfer runs in a task (a future) while the flow goes on."""
-
-    batch_id: str
-    ids: list[str]
-    members: list[BlockRecord]
-    batch: TransferBatch | None
-    future: Any | None
-    error: TransferError | None = None
-    """Set when the batch failed before its transfer could start (a changed outbox file)."""
-
-
-def _start_shipping(
-    ledger: Ledger,
-    worker: str,
-    backend: TransferBackend,
-    outbox: Path,
-    records: list[BlockRecord],
-    batch_size: int,
-    retries: int,
-) -> list[_Shipment]:
-    """Batch claimed verified blocks and start each batch's transfer (``ship_batch.submit``).
-
-    A batch's submission id is stored in the ledger before its transfer starts, so a run killed
-    mid-transfer resubmits under the same id (Globus then never makes a second copy).
-    """
-    shipments: list[_Shipment] = []
-    for batch_id, ids in assign_batches(ledger, worker, records, batch_size).items():
-        members = [ledger.get(i) for i in ids]
-        try:
-            try:
-                submission_id = ledger.batch(batch_id)["submission_id"]
-            except LedgerError:  # a new batch: get its submission id once and store it before submitting
-                submission_id = backend.new_submission_id()
-                ledger.open_batch(batch_id, backend.destination, submission_id)
-            batch = batch_files(outbox, batch_id, members)
-        except TransferError as exc:
-            shipments.append(_Shipment(batch_id, ids, members, None, None, exc))
-            continue
-        future = ship_batch.with_options(retries=retries).submit(backend, batch, submission_id)
-        shipments.append(_Shipment(batch_id, ids, members, batch, future))
-    return shipments
-
-
-def _finish_shipping(
-    ledger: Ledger,
-    worker: str,
-    backend: TransferBackend,
-    outbox: Path,
-    shipment: _Shipment,
-    prune: str = "off",
-) -> list[str]:
-    """Wait for one batch's transfer and record it: shipped, or released/failed; returns the ids shipped."""
-    logger = get_run_logger()
-    batch_id, ids = shipment.batch_id, shipment.ids
-    try:
-        if shipment.future is None or shipment.batch is None:  # it failed before its transfer started
-            raise shipment.error or PermanentTransferError(f"{batch_id}: its transfer never started")
-        report = shipment.future.result()
-        failpoint("copy.done")
-    except TransferError as exc:
-        ledger.update_batch(batch_id, "failed", detail={"error": str(exc)})
-        permanent = isinstance(exc, PermanentTransferError)
-        for block_id in ids:
-            if permanent:  # a retry must start a new batch: this one's submission id is spent
-                ledger.annotate(block_id, worker, batch_id=None)
-                ledger.fail(block_id, worker, f"transfer failed: {exc}")
-            else:
-                ledger.release(block_id, worker)  # stays verified; the next run ships it
-        logger.error("%s: transfer failed (%s): %s", ", ".join(ids), "permanent" if permanent else "will retry", exc)
-        return []
-    ledger.update_batch(batch_id, "succeeded", report.task_id, report.as_json())
-    prov_files = [record_transfer(outbox, member, report) for member in shipment.members]
-    _ship_updated_records(backend, outbox, batch_id, prov_files, ids)
-    if prune != "off":
-        for action in prune_outbox_files(shipment.batch, report, dry_run=prune != "delete"):
-            if action.block_id:
-                ledger.note(action.block_id, f"outbox {Path(action.path).name}: {action.reason}", worker)
-    for block_id in ids:
-        ledger.advance(block_id, worker, "shipped", release=True, timings={"transfer": round(report.seconds, 3)})
-    emit_event(
-        TRANSFER_COMPLETED,
-        resource={"prefect.resource.id": f"{VOLUME_RESOURCE_PREFIX}{shipment.members[0].block.volume}"},
-        payload={"batch_id": batch_id, "blocks": ids, "destination": backend.destination, "task_id": report.task_id},
-    )
-    return list(ids)
-
-
-def _ship_updated_records(
-    backend: TransferBackend, outbox: Path, batch_id: str, paths: list[Path], ids: list[str]
-) -> None:
-    """Send the provenance records again now that they carry the transfer's outcome."""
-    files = tuple(outbox_file(outbox, p, block_id) for p, block_id in zip(paths, ids, strict=True))
-    try:
-        backend.transfer(
-            TransferBatch(f"{batch_id}-provenance", ids[0].split("/")[0], files), backend.new_submission_id()
-        )
-    except TransferError as exc:
-        get_run_logger().warning("%s: updated provenance records not delivered: %s", ", ".join(ids), exc)
 
 
 def _table_row(record: BlockRecord) -> dict[str, Any]:
@@ -374,6 +80,7 @@ def acquisition_flow(
     on_changed_source: str = "recode",
     voxel_size: list[float] | None = None,
     unit: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Scan ``acquisition``, compress and verify every ready block, ship them with ``transfer``.
 
@@ -392,6 +99,11 @@ def acquisition_flow(
     naming the slices) before anything is coded, shipped or pruned. ``voxel_size`` (z, y, x) and
     ``unit``: the operator's, for an acquisition that does not record them (TIFF slices); they
     reach the restored image's OME-Zarr scales and units.
+
+    ``workers``: blocks coded at once (``flows.edge_scheduler``); default one per worker thread of
+    the flow's task runner (run it with ``flows.restore.dask_task_runner``: a Dask cluster, local
+    or at an address, as ``emzip run --workers/--cluster`` does). The acquisition's model is
+    decided on the first block and reaches every worker with the blocks it codes.
     """
     if on_changed_source not in CHANGED_SOURCE_ACTIONS:
         raise ValueError(f"on_changed_source must be one of {CHANGED_SOURCE_ACTIONS}, got {on_changed_source!r}")
@@ -406,6 +118,7 @@ def acquisition_flow(
     ledger_db = Ledger(ledger or outbox_path / "ledger.sqlite")
     worker = worker_identity()
     started = time.monotonic()
+    workers_start_seconds = start_task_runner()  # a Dask cluster's workers start before the first block
     try:
         # Before anything is read, encoded or pruned: the volume id is this acquisition's alone.
         source = bind_acquisition(ledger_db, source, outbox_path, explicit=volume_name is not None)
@@ -436,108 +149,23 @@ def acquisition_flow(
             added,
             len(report.waiting),
         )
-        run = _Run(report.volume, grid, source.as_json(), settings, outbox_path)
+        run = EdgeRun(
+            report.volume,
+            grid,
+            source.as_json(),
+            settings,
+            outbox_path,
+            width=max(1, workers or task_runner_width()),
+            batch_size=batch_size,
+            transfer_retries=transfer_retries,
+            prune_outbox=prune_outbox,
+            max_blocks=max_blocks,
+        )
         todo = len(ledger_db.pending(source.name))
         progress = ProgressBar(key=f"progress-{_key(source.name)}", description=f"{source.name}: blocks")
-        done = 0
-        warm: dict[str, torch.Tensor] | None = None
-        verified: list[BlockRecord] = []
-        disk_full: Exception | None = None
-        held_back: set[str] = set()  # verified, but their transfer failed in this run: the next run ships them
-        shipped_now: list[str] = []
-        # Encoded blocks wait in ``to_verify`` and go to the verifier pool as it has room (each
-        # worker busy and one more queued for it): the verifying decodes take what training leaves
-        # of the CPU while the next blocks train, and the flow waits for them only when
-        # ``MAX_UNVERIFIED`` blocks are behind, and at the end of the run, when every core is free.
-        to_verify: list[BlockRecord] = []
-        verifying: list[tuple[BlockRecord, Any]] = []
-        slots = 2 * verifier_count()
-
-        def settle(wait_for: int) -> None:
-            """Record finished verifications, waiting until at most ``wait_for`` are still running."""
-            nonlocal disk_full
-            due, verifying[:] = _due(verifying, wait_for, lambda item: item[1])
-            for pending, future in due:
-                try:
-                    verified.append(_record_verification(ledger_db, worker, pending, outbox_path, future.result()))
-                except Exception as exc:
-                    disk_full = disk_full or _block_failed(ledger_db, worker, pending, exc)
-
-        def feed() -> None:
-            """Hand waiting blocks to the verifier pool while it has room (none once the disk is full:
-            they stay encoded, and the next run verifies them)."""
-            nonlocal disk_full
-            while to_verify and len(verifying) < slots and disk_full is None:
-                pending = to_verify.pop(0)
-                try:
-                    verifying.append((pending, _submit_verification(pending, outbox_path)))
-                except Exception as exc:
-                    disk_full = disk_full or _block_failed(ledger_db, worker, pending, exc)
-
-        def catch_up(behind: int) -> None:
-            """Record what the verifiers finished; wait (oldest first) until at most ``behind``
-            blocks are still unverified."""
-            settle(wait_for=len(verifying))  # only those already done
-            feed()
-            while verifying and len(to_verify) + len(verifying) > behind:
-                settle(wait_for=len(verifying) - 1)
-                feed()
-
-        # Transfers run in tasks too, while the next blocks train: at most ``MAX_SHIPPING`` batches.
-        shipping: list[_Shipment] = []
-
-        def land(wait_for: int) -> None:
-            """Record finished transfers, waiting until at most ``wait_for`` are still running.
-
-            A batch whose transfer failed is held back: its blocks stay verified for the next run.
-            """
-            due, shipping[:] = _due(shipping, wait_for, lambda shipment: shipment.future)
-            for shipment in due:
-                shipped = _finish_shipping(ledger_db, worker, backend, outbox_path, shipment, prune_outbox)
-                held_back.update(i for i in shipment.ids if i not in shipped)
-                shipped_now.extend(shipped)
-
-        def claim_next(taken: int) -> tuple[BlockRecord, PrefectFuture[BlockData] | None] | None:
-            """Claim the next block (None when there is none, or ``max_blocks`` are taken) and start its read."""
-            if max_blocks is not None and taken >= max_blocks:
-                return None
-            claimed = ledger_db.claim(worker, EDGE_STATES, volume=source.name, limit=1, exclude=held_back)
-            return (claimed[0], _start_read(run, claimed[0])) if claimed else None
-
-        upcoming: tuple[BlockRecord, PrefectFuture[BlockData] | None] | None = None
-        while disk_full is None:
-            upcoming = upcoming or claim_next(done)
-            if upcoming is None:
-                break
-            record, reading = upcoming
-            # The next block is claimed and its read started now, so the read runs while this one
-            # trains. A claim still held when the run stops is released with the others (finally).
-            upcoming = claim_next(done + 1)
-            try:
-                outcome, warm = _bring_to_encoded(ledger_db, worker, run, record, warm, reading)
-                if outcome is None:
-                    continue  # its outbox files were lost: back to discovered, encoded again next turn
-                if outcome.state == "verified":  # verified before a restart: ship it
-                    verified.append(outcome)
-                else:
-                    to_verify.append(outcome)
-            except Exception as exc:
-                disk_full = _block_failed(ledger_db, worker, record, exc)
-            done += 1
-            catch_up(behind=MAX_UNVERIFIED)
-            land(wait_for=MAX_SHIPPING)
-            if len(verified) >= batch_size:
-                shipping.extend(
-                    _start_shipping(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
-                )
-                verified = []
-            progress.update(100.0 * done / max(todo, 1))
-        catch_up(behind=0)
-        if verified:
-            shipping.extend(
-                _start_shipping(ledger_db, worker, backend, outbox_path, verified, batch_size, transfer_retries)
-            )
-        land(wait_for=0)
+        scheduler = EdgeScheduler(ledger_db, worker, run, backend, progress, todo)
+        scheduler.run_all()
+        disk_full, done, shipped_now = scheduler.disk_full, scheduler.taken, scheduler.shipped_now
         if disk_full is not None:
             raise OutOfSpaceError(f"{source.name}: run stopped, disk full: {disk_full}") from disk_full
         progress.update(100.0)
@@ -555,11 +183,12 @@ def acquisition_flow(
                 len(pruned.files),
                 kept,
             )
-        this_run = {"coded": done, "shipped": len(shipped_now), "recoded": recoded}
+        this_run = {"coded": done, "shipped": len(shipped_now), "recoded": recoded, "raw_bytes": scheduler.coded_bytes}
         summary = _summarise(
             ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started, this_run
         )
-        return {**summary, "grid": list(grid)}
+        timings = {**scheduler.timings(), "workers_start_seconds": round(workers_start_seconds, 3)}
+        return {**summary, "grid": list(grid), "workers": run.width, **timings}
     finally:
         ledger_db.release_all(worker)  # an exception must not leave blocks claimed until the lease ends
         ledger_db.close()

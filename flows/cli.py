@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -170,10 +171,18 @@ def _run(args: argparse.Namespace) -> int:
             on_changed_source=args.on_change,
             voxel_size=voxel,
             unit=args.unit,
+            workers=args.workers,
+            cluster=args.cluster,
         )
     except (VolumeError, LedgerError) as exc:
         print(f"emzip run: {exc}", file=sys.stderr)
         return 2
+    timing = result["timing"]
+    print(" ".join(f"{key}={value}" for key, value in timing.items()))
+    if args.json:
+        from tasks.store.atomic import atomic_write_json
+
+        atomic_write_json(Path(args.json), {**timing, "volume": result["edge"]["volume"]})
     edge, restored, missing = result["edge"], result["restore"], result["missing"]
     now = edge["this_run"]
     print(
@@ -232,10 +241,33 @@ def _add_voxel_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit", default=None, help="unit of --voxel-size (default nanometer): nm, um, nanometer, ...")
 
 
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="blocks coded at once: a local Dask cluster of N single-threaded workers (default: this node's "
+        "cores; 1: no cluster)",
+    )
+    parser.add_argument("--cluster", default=None, help="an existing Dask scheduler's address (tcp://HOST:8786)")
+    parser.add_argument("--json", default=None, help="write the run's timing summary to this JSON file")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value
+
+
 def _convert(args: argparse.Namespace) -> int:
     """An emzip-coded zarr v3 copy of a volume on disk (resumable; the source is only read)."""
     from codec.settings import Settings
     from tasks.datacenter.convert import convert_volume
+    from tasks.datacenter.convert_pool import DaskPool
     from tasks.source.volumes import VolumeError, resolve_source
 
     block = _block_shape(args.block)
@@ -248,16 +280,30 @@ def _convert(args: argparse.Namespace) -> int:
             voxel_size=_voxel_size(args.voxel_size),
             units=args.unit,
         )
-        report = convert_volume(
-            source,
-            Path(args.output),
-            Settings(effort=args.effort),
-            block,
-            progress=_Progress(not args.quiet),
-        )
+        started = time.monotonic()
+        pool = None if args.workers == 1 and not args.cluster else DaskPool(args.workers, args.cluster)
+        try:
+            report = convert_volume(
+                source, Path(args.output), Settings(effort=args.effort), block, _Progress(not args.quiet), pool
+            )
+        finally:
+            if pool is not None:
+                pool.close()
     except VolumeError as exc:
         print(f"emzip convert: {exc}", file=sys.stderr)
         return 2
+    seconds = time.monotonic() - started
+    timing = {
+        "seconds": round(seconds, 3),
+        "megabytes": round(report.source_bytes / 1e6, 3),
+        "blocks": report.converted,
+        "workers": pool.width if pool is not None else 1,
+        "megabytes_per_second": round(report.source_bytes / 1e6 / seconds, 3) if seconds > 0 else 0.0,
+    }
+    if args.json:
+        from tasks.store.atomic import atomic_write_json
+
+        atomic_write_json(Path(args.json), {**timing, "archive": str(report.archive)})
     bits = 8.0 * report.archive_bytes / max(report.source_bytes, 1)
     print(
         f"{report.archive}: {report.converted} blocks converted now ({len(report.recoded)} of them again, as new "
@@ -477,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or refuse the run, naming the slices",
     )
     _add_voxel_options(r)
+    _add_worker_options(r)
     r.set_defaults(func=_run)
     k = sub.add_parser("convert", help="an emzip-coded OME-Zarr copy, with pyramid, of a zarr/N5/TIFF volume")
     k.add_argument("source", help="zarr/zarr3/n5/precomputed folder, a folder of TIFF/PNG slices, or a spec")
@@ -487,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--effort", type=int, default=2)
     k.add_argument("--quiet", action="store_true")
     _add_voxel_options(k)
+    _add_worker_options(k)
     k.set_defaults(func=_convert)
     t = sub.add_parser("retry", help="put failed blocks back to be tried again by the next run")
     t.add_argument("ledger", help="the ledger: <outbox>/ledger.sqlite (edge) or the restore flow's ledger")

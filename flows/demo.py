@@ -21,7 +21,7 @@ import tensorstore as ts
 
 from flows.acquisition import acquisition_flow
 from flows.parameters import CodecParameters, RedeliveryConfig, TransferConfig
-from flows.restore import restore_flow
+from flows.restore import dask_task_runner, local_dask_cluster, restore_flow
 from flows.synthetic import em_like, write_slice
 from tasks.datacenter.omezarr import base_array, read_image
 from tasks.edge.readiness import DEFAULT_MARKER
@@ -50,32 +50,77 @@ def run_pipeline(
     prune_raw: str = "off",
     voxel_size: tuple[float, float, float] | None = None,
     unit: str | None = None,
+    workers: int = 1,
+    cluster: str | None = None,
 ) -> dict[str, Any]:
-    """Acquisition flow then restore flow, with the local backend; returns both summaries and the
-    blocks of the source not restored as the edge last coded them (``missing``: id -> why)."""
+    """Acquisition flow then restore flow, with the local backend; returns both summaries, the
+    blocks of the source not restored as the edge last coded them (``missing``: id -> why) and
+    the run's ``timing`` (``run_timing``).
+
+    ``workers`` > 1 runs both flows on one local Dask cluster of that many single-threaded worker
+    processes (``flows.restore.local_dask_cluster``), ``cluster`` on the Dask cluster at that address.
+    """
+    edge_parameters: dict[str, Any] = {
+        "acquisition": str(acquisition),
+        "layout": layout,
+        "volume_name": volume_name,
+        "block_shape": list(block_shape) if block_shape else None,
+        "settle_seconds": settle_seconds,
+        "assume_complete": assume_complete,
+        "codec": CodecParameters.model_validate(codec) if codec is not None else None,
+        "on_changed_source": on_changed_source,
+        "prune_raw": prune_raw,
+        "voxel_size": list(voxel_size) if voxel_size else None,
+        "unit": unit,
+    }
+    if cluster or workers <= 1:
+        return _run_flows(workdir, cluster, edge_parameters)
+    started = time.monotonic()
+    with local_dask_cluster(workers) as address:  # one cluster for the edge and the restore
+        cluster_seconds = time.monotonic() - started
+        result = _run_flows(workdir, address, edge_parameters)
+    result["timing"]["cluster_start_seconds"] = round(cluster_seconds, 3)
+    return result
+
+
+def _run_flows(workdir: Path, address: str | None, edge_parameters: dict[str, Any]) -> dict[str, Any]:
+    """The edge flow then the restore flow, on the Dask cluster at ``address``, or in threads."""
     paths = _layout(workdir)
     transfer = TransferConfig(kind="local", destination=str(paths["inbox"]))
-    edge = acquisition_flow(
-        acquisition=str(acquisition),
-        outbox=str(paths["outbox"]),
-        transfer=transfer,
-        layout=layout,
-        volume_name=volume_name,
-        block_shape=list(block_shape) if block_shape else None,
-        settle_seconds=settle_seconds,
-        assume_complete=assume_complete,
-        codec=CodecParameters.model_validate(codec) if codec is not None else None,
-        on_changed_source=on_changed_source,
-        prune_raw=prune_raw,
-        voxel_size=list(voxel_size) if voxel_size else None,
-        unit=unit,
-    )
-    restored = restore_flow(
+    edge_flow, restore = acquisition_flow, restore_flow
+    if address:
+        edge_flow = acquisition_flow.with_options(task_runner=dask_task_runner(address=address))
+        restore = restore_flow.with_options(task_runner=dask_task_runner(address=address))
+    started = time.monotonic()
+    edge = edge_flow(outbox=str(paths["outbox"]), transfer=transfer, **edge_parameters)
+    edge_seconds = time.monotonic() - started
+    started = time.monotonic()
+    restored = restore(
         inbox=str(paths["inbox"]),
         restored=str(paths["restored"]),
         redelivery=RedeliveryConfig(outbox=str(paths["outbox"]), transfer=transfer),
     )
-    return {"edge": edge, "restore": restored, "missing": missing_after_run(paths, edge)}
+    timing = run_timing(edge, edge_seconds, time.monotonic() - started)
+    return {"edge": edge, "restore": restored, "missing": missing_after_run(paths, edge), "timing": timing}
+
+
+def run_timing(edge: dict[str, Any], edge_seconds: float, restore_seconds: float) -> dict[str, Any]:
+    """What ``emzip run --json`` writes: the edge's and the restore's wall time (workers' start-up
+    included), the megabytes and blocks coded, the workers, and the edge's two phases: until the
+    acquisition's model was decided (``model_seconds``) and from then until the last block was
+    verified (``coding_seconds``)."""
+    megabytes = edge["this_run"].get("raw_bytes", 0) / 1e6
+    return {
+        "edge_seconds": round(edge_seconds, 3),
+        "restore_seconds": round(restore_seconds, 3),
+        "megabytes": round(megabytes, 3),
+        "blocks": edge["this_run"]["coded"],
+        "workers": edge.get("workers", 1),
+        "model_seconds": edge.get("model_seconds", 0.0),
+        "coding_seconds": edge.get("coding_seconds", 0.0),
+        "workers_start_seconds": edge.get("workers_start_seconds", 0.0),
+        "megabytes_per_second": round(megabytes / edge_seconds, 3) if edge_seconds > 0 else 0.0,
+    }
 
 
 def missing_after_run(paths: dict[str, Path], edge: dict[str, Any]) -> dict[str, str]:

@@ -27,6 +27,8 @@ def edge_scan_flow(
     settle_seconds: float = 30.0,
     codec: CodecParameters | None = None,
     batch_size: int = 8,
+    workers: int = 1,
+    cluster: str = "",
 ) -> dict[str, Any]:
     """Run the acquisition flow for each volume folder under ``acquisition_root``.
 
@@ -34,7 +36,17 @@ def edge_scan_flow(
     named by the event. Folders that are not (yet) volumes are skipped with a log line. Each
     volume's id is its folder name plus its acquisition's id (``tasks.source.identity``): a folder
     written again under the same name is a new volume, never mistaken for the shipped one.
+
+    ``workers`` > 1 codes each acquisition's blocks on a local Dask cluster of that many
+    single-threaded workers; ``cluster`` (``tcp://scheduler:8786``) on an existing Dask cluster,
+    whose workers (started with ``--preload flows.dask_preload``) see the acquisition and the
+    outbox at the same paths (``docs/operations.md``, "Edge workers on several nodes").
     """
+    run_acquisition = acquisition_flow
+    if cluster or workers > 1:
+        from flows.restore import dask_task_runner
+
+        run_acquisition = acquisition_flow.with_options(task_runner=dask_task_runner(workers, cluster or None))
     logger = get_run_logger()
     root = Path(acquisition_root)
     results: dict[str, Any] = {}
@@ -47,7 +59,7 @@ def edge_scan_flow(
         except VolumeError as exc:
             logger.info("%s: skipped: %s", folder.name, exc)
             continue
-        results[folder.name] = acquisition_flow(
+        results[folder.name] = run_acquisition(
             acquisition=str(folder),
             outbox=outbox,
             transfer=transfer,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +109,7 @@ def restore_flow(
             _record_outcome(db, worker, block_id, {"state": FAILED, "reason": f"refused: {why}"}, rows)
         claimed = [r for r in claimed if r.block_id not in refused_blocks]
         _mark_pyramids(db, [by_id[r.block_id] for r in claimed], new_levels)
-        runner_seconds = _start_task_runner() if claimed else 0.0
+        runner_seconds = start_task_runner() if claimed else 0.0
         restoring = time.monotonic()
         size = blocks_per_task or default_blocks_per_task(len(claimed))
         tasks = []
@@ -283,11 +285,12 @@ def _record_outcome(
     return str(outcome["reason"])
 
 
-def _start_task_runner() -> float:
+def start_task_runner() -> float:
     """Start the flow's Dask cluster now, if it has one not yet started; returns the seconds taken.
 
     prefect-dask starts its cluster at the first submission; starting it here keeps worker
-    start-up (processes, imports) out of the restore phase's timing and reports it apart. Local
+    start-up (processes, imports, each worker's first Prefect task: ``flows.dask_preload.warm_worker``)
+    out of the blocks' timing and reports it apart. Local
     workers start without ``WORKER_UNSET_ENVIRONMENT`` and with ``WORKER_QUIET_CONFIG`` (see there).
     """
     import dask
@@ -301,8 +304,23 @@ def _start_task_runner() -> float:
     started = time.monotonic()
     unset = {f"distributed.nanny.pre-spawn-environ.{name}": None for name in WORKER_UNSET_ENVIRONMENT}
     with dask.config.set({**unset, **WORKER_QUIET_CONFIG}):  # read by each nanny as it starts, kept for restarts
-        runner.client  # noqa: B018 (the property starts or connects to the cluster)
+        client = runner.client  # the property starts or connects to the cluster
+    from flows.dask_preload import warm_worker
+
+    client.run(warm_worker)  # every worker's first-task costs at once, before the first block
     return time.monotonic() - started
+
+
+def task_runner_width() -> int:
+    """How many tasks the flow's task runner runs at once: a Dask cluster's worker threads, else 1."""
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not isinstance(runner, DaskTaskRunner):
+        return 1
+    return max(1, sum(runner.client.nthreads().values()))
 
 
 #: The most blocks one restore task holds (what a killed worker's task does again).
@@ -380,19 +398,47 @@ WORKER_QUIET_CONFIG = {
 }
 
 
-def dask_task_runner() -> Any:
-    """prefect-dask's runner: ``EMZIP_DASK_SCHEDULER`` (an existing cluster's address) or a local
-    cluster of ``EMZIP_DASK_WORKERS`` single-threaded worker processes (default: one per core),
-    each importing ``WORKER_PRELOAD`` as it starts.
+@contextlib.contextmanager
+def local_dask_cluster(workers: int) -> Iterator[str]:
+    """A local Dask cluster of ``workers`` single-threaded worker processes for several flows in a row
+    (``emzip run``: the edge, then the restore); yields its scheduler's address, closes it after.
+
+    Its workers start as ``dask_task_runner``'s do: with ``WORKER_PRELOAD``, without
+    ``WORKER_UNSET_ENVIRONMENT``, with ``WORKER_QUIET_CONFIG``. One cluster for both flows: each
+    worker's start-up and first-task costs are paid once, not twice.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    unset = {f"distributed.nanny.pre-spawn-environ.{name}": None for name in WORKER_UNSET_ENVIRONMENT}
+    with dask.config.set({**unset, **WORKER_QUIET_CONFIG}):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            preload=list(WORKER_PRELOAD),
+        )
+    try:
+        yield str(cluster.scheduler_address)
+    finally:
+        cluster.close()
+
+
+def dask_task_runner(workers: int | None = None, address: str | None = None) -> Any:
+    """prefect-dask's runner: the cluster at ``address`` (default ``EMZIP_DASK_SCHEDULER``), or a
+    local cluster of ``workers`` (default ``EMZIP_DASK_WORKERS``, else one per core)
+    single-threaded worker processes, each importing ``WORKER_PRELOAD`` as it starts. The edge
+    (``emzip run --workers/--cluster``) and the restore use the same workers.
     """
     from prefect_dask import DaskTaskRunner
 
-    address = os.environ.get("EMZIP_DASK_SCHEDULER")
+    address = address or os.environ.get("EMZIP_DASK_SCHEDULER")
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
         cluster_kwargs={
-            "n_workers": _local_workers(),
+            "n_workers": workers or _local_workers(),
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,

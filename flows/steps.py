@@ -1,16 +1,17 @@
 """Prefect tasks: thin wrappers that give the plain functions retries, names and logs.
 
 Retries belong to reading and transferring, on transient errors only (``transient_only``); a
-failed verification is never retried into a ship. Every log line names the block. Heavy values
-(arrays, model weights) pass between tasks in-process and are never cached or persisted
-(``NO_CACHE``).
+failed verification is never retried into a ship. Every log line names the block. Voxels never
+pass between the flow and its tasks (a coding task reads its blocks itself); nothing is cached or
+persisted (``NO_CACHE``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import get_run_logger, task
@@ -22,25 +23,26 @@ from codec.settings import Settings
 from tasks.datacenter.destination import RestoreError
 from tasks.datacenter.pyramid_pass import recompute_chunks
 from tasks.datacenter.restoring import load_received, restore_block
+from tasks.edge.coding import BlockJob, code_block
 from tasks.edge.encoding import EncodedBlock, encode_to_outbox
 from tasks.edge.verification import VerifyResult, verify_container
 from tasks.source.grid import BlockRef
-from tasks.source.revisions import raw_stamp
-from tasks.source.volumes import VolumeError, VolumeSource, open_volume
+from tasks.source.volumes import VolumeError
 from tasks.store.diskspace import out_of_space
 from tasks.transfer import TransferBackend, TransferBatch, TransferReport, TransientTransferError
 
 if TYPE_CHECKING:
     import torch
 
+    from codec.shared import SharedModel
+
 GPU_LIMIT_PREFIX = "emzip-gpu"
 
 __all__ = [
-    "BlockData",
+    "code_blocks_task",
     "encode_block",
     "gpu_limit_name",
     "pyramid_chunks",
-    "read_block",
     "restore_blocks",
     "ship_batch",
     "transient_only",
@@ -81,25 +83,40 @@ def _retry_transient(retries: int, backoff_factor: float) -> dict[str, Any]:
     }
 
 
-class BlockData(NamedTuple):
-    """One block's voxels as read, the seconds the read took (its provenance records them), and the
-    stamp of its raw files taken before the read (``tasks.source.revisions.raw_stamp``; None if not inspectable)."""
+class _GpuSlot:
+    """The codec's progress callback that holds a GPU's concurrency slot while a model trains, and only then.
 
-    voxels: np.ndarray
-    seconds: float
-    stamp: str | None = None
+    ``train`` at step 0 takes the slot (``emzip-gpu-<n>``, a Prefect global concurrency limit),
+    ``train`` at its last step gives it back: the engine codes on the CPU, and a block coded
+    with the acquisition's model does not train at all, so it never holds the GPU.
+    """
+
+    def __init__(self, limit: str | None) -> None:
+        self.limit = limit
+        self._held: contextlib.ExitStack | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != "train" or self.limit is None:
+            return
+        if done == 0 and self._held is None and total > 0:
+            self._held = contextlib.ExitStack()
+            self._held.enter_context(concurrency(self.limit, occupy=1, strict=False))
+        elif done >= total:
+            self.release()
+
+    def release(self) -> None:
+        """Give the slot back if it is held (also after a failed encode)."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.close()
 
 
-@task(name="read-block", task_run_name="read {block_id}", **_retry_transient(retries=3, backoff_factor=2))
-def read_block(source: dict[str, Any], block_id: str, block: dict[str, Any]) -> BlockData:
-    """Read one block's voxels through TensorStore (fresh metadata)."""
-    started = time.monotonic()
-    ref = BlockRef.from_json(block)
-    volume = open_volume(VolumeSource.from_json(source))
-    stamp = raw_stamp(volume, ref)  # before the read: a file rewritten during it shows up next run
-    data = volume.read(ref.bounds)
-    get_run_logger().info("%s: read %s %s", block_id, data.dtype, data.shape)
-    return BlockData(data, time.monotonic() - started, stamp)
+def _device(settings: Settings) -> torch.device:
+    import torch  # training: the restore side of these tasks never loads it
+
+    if settings.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(settings.device)
 
 
 @task(name="encode-block", task_run_name="encode {block_id}", cache_policy=NO_CACHE)
@@ -109,35 +126,86 @@ def encode_block(
     data: np.ndarray,
     settings: Settings,
     outbox: str,
-    warm_start: dict[str, torch.Tensor] | None = None,
+    shared: SharedModel | None = None,
     version: int = 1,
-) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
-    """Train and encode on the best device; one encode per GPU at a time (global concurrency limit)."""
-    import torch  # training: the restore side of these tasks never loads it
-
-    logger = get_run_logger()
-    if settings.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(settings.device)
-    limit = gpu_limit_name(device)
-    logger.info("%s: training and encoding on %s", block_id, device)
-    if limit is None:
-        encoded, state = encode_to_outbox(BlockRef.from_json(block), data, settings, Path(outbox), warm_start, version)
-    else:
-        with concurrency(limit, occupy=1, strict=False):
-            encoded, state = encode_to_outbox(
-                BlockRef.from_json(block), data, settings, Path(outbox), warm_start, version
-            )
-    logger.info(
-        "%s: %s %.3f bits/voxel (%s) in %.1f s",
-        block_id,
-        encoded.codec,
-        encoded.bits_per_voxel,
-        encoded.reason,
+) -> tuple[EncodedBlock, SharedModel | None]:
+    """Encode one block into the outbox (the flight check's single block; the edge uses ``code_block_task``)."""
+    slot = _GpuSlot(gpu_limit_name(_device(settings)))
+    try:
+        encoded, model = encode_to_outbox(
+            BlockRef.from_json(block), data, settings, Path(outbox), shared, version, slot
+        )
+    finally:
+        slot.release()
+    get_run_logger().info(
+        "%s: %s %.3f bits/voxel (%s) in %.1f s", block_id, encoded.codec, encoded.bits_per_voxel, encoded.reason,
         encoded.seconds,
-    )
-    return encoded, state
+    )  # fmt: skip
+    return encoded, model
+
+
+#: Attempts at one block's job in a worker when reading it fails transiently (a flaky mount).
+CODE_ATTEMPTS = 3
+
+
+@task(name="code-blocks", task_run_name="code {label}", cache_policy=NO_CACHE)
+def code_blocks_task(label: str, jobs: list[BlockJob], shared: SharedModel | None) -> list[dict[str, Any]]:
+    """Several blocks' whole edge job, one after another, on whichever worker runs the task.
+
+    One task holds several blocks because a Prefect task run costs about 75 ms of wall time and
+    API work per run (``bench.scaleout``, the coordinator), a quarter of a 2 MB block's coding.
+    Each block is coded on its own (``tasks.edge.coding.code_block``; a transient read error is
+    tried again, ``CODE_ATTEMPTS`` in all): one that fails is reported ``failed`` with the reason
+    and the others go on; a full disk stops the task, its other blocks ``not-tried``. A GPU slot is
+    held only while a model trains (``_GpuSlot``). Returns, per job, ``{"state", "coded" or "reason"}``.
+    """
+    logger = get_run_logger()
+    outcomes: list[dict[str, Any]] = []
+    disk_full = False
+    for job in jobs:
+        block_id = BlockRef.from_json(job.block).block_id
+        if disk_full:
+            outcomes.append({"state": NOT_TRIED, "reason": "an earlier block of this task found the disk full"})
+            continue
+        device = _device(job.settings)
+        for attempt in range(1, CODE_ATTEMPTS + 1):
+            slot = _GpuSlot(gpu_limit_name(device))
+            try:
+                coded = code_block(job, shared, slot)
+            except Exception as exc:
+                if attempt < CODE_ATTEMPTS and _transient(exc):
+                    logger.warning("%s: attempt %d failed, trying again: %s", block_id, attempt, exc)
+                    time.sleep(2.0**attempt)
+                    continue
+                disk_full = out_of_space(exc)
+                logger.error("%s: not coded: %s", block_id, exc)
+                outcomes.append({"state": DISK_FULL if disk_full else FAILED, "reason": f"{type(exc).__name__}: {exc}"})
+                break
+            finally:
+                slot.release()
+            encoded = coded.encoded
+            logger.info(
+                "%s: %s %.3f bits/voxel (%s) in %.2f s on %s; verified by %s in %.2f s",
+                block_id, encoded.codec, encoded.bits_per_voxel, encoded.reason, encoded.seconds, device,
+                coded.verification.process, coded.verification.seconds,
+            )  # fmt: skip
+            outcomes.append({"state": "coded", "coded": coded})
+            shared = coded.shared or shared
+            break
+    return outcomes
+
+
+def _transient(exc: BaseException) -> bool:
+    """A read that may pass when tried again (``transient_only``'s rule, for an exception in hand)."""
+    if isinstance(exc, VolumeError):
+        return isinstance(exc.__cause__, OSError | TimeoutError)
+    return isinstance(exc, TimeoutError | ConnectionError)
+
+
+@task(name="worker-warm-up", task_run_name="warm up a worker", cache_policy=NO_CACHE)
+def warm_up_task() -> None:
+    """Nothing: run once in each Dask worker process (``flows.dask_preload.warm_worker``), so that
+    Prefect's first task run in a process (about 6 s here) is not paid by a block."""
 
 
 @task(name="verify-block", task_run_name="verify {block_id}", cache_policy=NO_CACHE)

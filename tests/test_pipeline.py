@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import flows.steps
+import tasks.edge.coding
 import tasks.edge.encoding
 from codec.api import encode as real_encode
 from flows.acquisition import acquisition_flow
@@ -136,7 +136,7 @@ def test_a_batch_ships_while_the_next_block_trains(
     # ready to ship before the third block trains however long the verifiers take to start.
     verified_one = threading.Event()
     encodes: list[int] = []
-    real_verify = flows.steps.verify_container
+    real_verify = tasks.edge.coding.verify_container
 
     def watching_verify(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -151,7 +151,7 @@ def test_a_batch_ships_while_the_next_block_trains(
 
     monkeypatch.setattr(LocalTransfer, "transfer", slow_transfer)
     monkeypatch.setattr(tasks.edge.encoding, "encode", _flagging_encode(encoding, second_waits_for_a_verification))
-    monkeypatch.setattr(flows.steps, "verify_container", watching_verify)
+    monkeypatch.setattr(tasks.edge.coding, "verify_container", watching_verify)
     edge = acquisition_flow(
         acquisition=str(folder),
         outbox=str(tmp_path / "outbox"),
@@ -169,31 +169,43 @@ def test_a_batch_ships_while_the_next_block_trains(
     assert len(list((tmp_path / "inbox" / "vol").glob("*.emz"))) == 4
 
 
-def test_the_next_block_is_read_while_this_one_trains(
+def test_the_first_block_decides_alone_then_blocks_code_side_by_side(
     prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks.source.volumes import Volume
+    folder, _ = _acquisition(tmp_path, seed=7)
+    lock = threading.Lock()
+    running: list[int] = [0]
+    seen: list[tuple[int, bool]] = []  # (encodes running, coded with the acquisition's model)
 
-    folder, volume = _acquisition(tmp_path, seed=7)
-    encoding = threading.Event()  # set while a block trains and encodes
-    overlapped: list[bool] = []
-    real_read = Volume.read
+    def counting_encode(data: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            running[0] += 1
+            seen.append((running[0], kwargs.get("shared") is not None))
+        try:
+            time.sleep(0.3)  # long enough for the other worker's block to start meanwhile
+            return real_encode(data, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
 
-    def watching_read(self: Volume, bounds: Any) -> np.ndarray:
-        # Blocks are claimed in id order, so the block at the origin is the first one trained: its
-        # read has nothing to overlap with. The second block's read is started together with the
-        # first's, and the thread pool may run either first, so "first read" is not "first block".
-        first_block = all(start == 0 for start, _ in bounds)
-        overlapped.append(True if first_block else encoding.wait(timeout=30))
-        return real_read(self, bounds)
-
-    monkeypatch.setattr(Volume, "read", watching_read)
-    monkeypatch.setattr(tasks.edge.encoding, "encode", _flagging_encode(encoding))
-    result = run_pipeline(folder, tmp_path, layout="slices", volume_name="vol", block_shape=BLOCK, codec=CODEC)
-    assert overlapped == [True] * 4, "a block was read while no block trained"
-    assert result["edge"]["progress"]["shipped"] == 4 and result["edge"]["progress"]["failed"] == 0
-    np.testing.assert_array_equal(read_restored(tmp_path / "datacenter" / "restored" / "vol.zarr"), volume)
-    records = sorted((tmp_path / "edge" / "outbox" / "vol").glob("*.prov.json"))
+    monkeypatch.setattr(tasks.edge.encoding, "encode", counting_encode)
+    edge = acquisition_flow(
+        acquisition=str(folder),
+        outbox=str(tmp_path / "outbox"),
+        transfer={"kind": "local", "destination": str(tmp_path / "inbox")},
+        layout="slices",
+        volume_name="vol",
+        block_shape=list(BLOCK),
+        settle_seconds=0.0,
+        assume_complete=True,
+        codec={"steps": 40, "codec": "learned"},  # learned on every block: a model to share
+        workers=2,
+    )
+    assert edge["progress"]["shipped"] == 4 and edge["workers"] == 2
+    assert seen[0] == (1, False)  # the first block decides the model, alone
+    assert all(with_model for _, with_model in seen[1:]), seen  # every later block gets it
+    assert max(count for count, _ in seen) == 2, seen  # two workers coding at once
+    records = sorted((tmp_path / "outbox" / "vol").glob("*.prov.json"))
     assert len(records) == 4 and all(load_record(r)["timings_s"]["read"] > 0 for r in records)
 
 

@@ -42,7 +42,7 @@ def test_the_edge_flow_asks_task_futures_without_the_api(prefect_api: str, monke
     import prefect.futures
     from prefect import task
 
-    from flows.acquisition import _finished
+    from flows.edge_scheduler import finished as _finished
 
     release = threading.Event()
     seen: list[bool] = []

@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # training (encode) needs torch; parse and decode never impor
 FAMILIES = ("laplace", "gaussian")
 MAX_STRIPES = 64
 _MAX_MODEL_BYTES = 1 << 20
+#: Threads one block's encode codes its stripes on. One: a block is a core's work, and an
+#: acquisition uses more cores by coding more blocks at once (``flows.edge_scheduler``); two
+#: threads per block on a worker per core only made the workers take turns (bench.scaleout).
+ENCODE_THREADS = 1
 #: Voxels of the sample whose activations set the integer model's scales.
 _CALIBRATION = 32_768
 
@@ -61,7 +65,7 @@ def encode(
     warm: dict[str, torch.Tensor] | None = None,
     warm_steps: int = 0,
     context: Context = DEFAULT_CONTEXT,
-    threads: int = 2,
+    threads: int = ENCODE_THREADS,
     device: torch.device | None = None,
 ) -> EncodedBlock:
     """Code a uint8 (Z, Y, X) block; ``warm`` (a previous block's state) replaces the cold start."""
@@ -87,6 +91,49 @@ def encode(
         result.seconds,
         result.bits,
         result.warm,
+    )
+
+
+def encode_with_state(
+    block: np.ndarray,
+    state: dict[str, torch.Tensor],
+    family: str,
+    stripes: int,
+    seed: int,
+    context: Context = DEFAULT_CONTEXT,
+    threads: int = ENCODE_THREADS,
+) -> EncodedBlock | str:
+    """Code a block with an acquisition's trained model as it is (``codec.shared``): no family probe,
+    no training. Returns why not (a string) when the block's own least-squares model codes a small
+    sample in fewer bits than the shared one does: the check a warm start passes in ``train``, on
+    ``_CALIBRATION`` voxels instead of the whole training pool. The model is then frozen with this
+    block's own calibration (its activations' scales, from the same sample), as a trained block's is."""
+    import time
+
+    from codec.v4.model import RasterModel
+    from codec.v4.train import least_squares_model, sample_bits, sample_block
+
+    start = time.monotonic()
+    hidden = int(state["l1.weight"].shape[0])
+    stripes = stripes_for(block.shape[1], stripes)
+    model = RasterModel(context.inputs, hidden)
+    model.load_state_dict(state)
+    model.eval()
+    sample = sample_block(block, context, stripes, seed, size=_CALIBRATION)
+    shared_bits = sample_bits(model, sample, family)
+    own_bits = sample_bits(least_squares_model(sample, family, hidden, seed), sample, family)
+    if own_bits < shared_bits:
+        return (
+            f"the block's own least-squares model codes a {len(sample.target)}-voxel sample in {own_bits:.4f} "
+            f"bits/voxel, the acquisition model in {shared_bits:.4f}"
+        )
+    frozen = freeze(model, context, sample.context)
+    streams = engine.encode_block(block, frozen, family, stripes, threads)
+    _check_density(streams, (block.shape[0], block.shape[1], block.shape[2]))
+    config = {"family": family, "stripes": stripes, "hidden": hidden}
+    model_bytes = lzma.compress(frozen.astype("<i4").tobytes(), preset=9)
+    return EncodedBlock(
+        model_bytes, pack_streams(streams), config, state, 0, time.monotonic() - start, shared_bits, True
     )
 
 

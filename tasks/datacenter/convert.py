@@ -21,24 +21,22 @@ as its next version once the source has grown.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from codec.api import encode
 from codec.settings import Settings
-from tasks.datacenter.archive import place_block
+from tasks.datacenter.convert_block import ConvertJob
+from tasks.datacenter.convert_pool import BlockPool, run_blocks
 from tasks.datacenter.omezarr import base_array, open_image
-from tasks.datacenter.pyramid import first_level_from_block, footprint_key, whole_from
+from tasks.datacenter.pyramid import footprint_key, whole_from
 from tasks.datacenter.pyramid_pass import Chunk, carry_up, recompute_chunks
 from tasks.datacenter.targets import TargetError, read_target
 from tasks.source.grid import block_grid, choose_block_shape, grids_agree
 from tasks.source.revisions import grew_reason, raw_stamp, same_raw, slices_text
 from tasks.source.volumes import Volume, VolumeError, VolumeSource, open_volume, portable_source
-from tasks.store.checksums import array_sha256
 from tasks.store.failpoints import failpoint
 from tasks.store.ledger import BlockRecord, Ledger, worker_identity
 from tasks.store.sidecar import sidecar_dir
@@ -86,8 +84,13 @@ def convert_volume(
     settings: Settings,
     block_shape: tuple[int, int, int] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    pool: BlockPool | None = None,
 ) -> ConvertReport:
     """Convert ``source`` into the emzip archive ``archive`` (a ``.zarr`` folder); resumable.
+
+    Blocks are converted by ``pool`` (``tasks.datacenter.convert_pool``: in this process by
+    default, or on Dask workers), the first alone: it decides the model every later block is
+    coded with (``codec.shared``). This process keeps the ledger.
 
     An existing archive is resumed only if it holds this acquisition (``VolumeError`` otherwise):
     a second source of the same folder name must never pass for the first one's blocks.
@@ -128,33 +131,26 @@ def convert_volume(
         if opened is not None and opened[1]:
             ledger.mark_pyramid(source.name, [whole_from(min(opened[1]))])
         try:
-            while claimed := ledger.claim(worker, ("discovered", "encoded"), limit=1):
-                record = claimed[0]
-                stamp = raw_stamp(volume, record.block)  # before the read (tasks.source.revisions)
-                data = volume.read(record.block.bounds)
-                result = encode(data, settings)
-                digest = hashlib.sha256(result.data).hexdigest()
-                raw_sha256 = array_sha256(data)
+            image = opened[0] if opened is not None else None
+            template = ConvertJob(source.as_json(), {}, str(archive), grid, settings, image)
+            for record, done in run_blocks(ledger, worker, template, pool, source.name):
+                # One transaction: a kill leaves the block discovered (coded again) or verified.
                 footprint = footprint_key(record.block.bounds)
-                ledger.mark_pyramid(source.name, [footprint])
-                place_block(base, record.block, grid, result.data, digest, raw_sha256)
-                image = opened[0] if opened is not None else None
-                if image is not None and first_level_from_block(archive, image.levels, grid, record.block.bounds, data):
+                if done.level_one:
                     ledger.replace_pyramid(source.name, footprint, footprint_key(record.block.bounds, from_level=2))
                 failpoint("convert.placed")
-                # One transaction: a kill leaves the block discovered (coded again) or verified.
                 steps = ("encoded", "verified") if record.state == "discovered" else ("verified",)
                 ledger.advance_through(
                     record.block_id,
                     worker,
                     steps,
                     release=True,
-                    codec=result.codec,
-                    raw_sha256=raw_sha256,
-                    raw_bytes=data.nbytes,
-                    compressed_sha256=digest,
-                    compressed_bytes=len(result.data),
-                    raw_stamp=stamp,
+                    codec=done.codec,
+                    raw_sha256=done.raw_sha256,
+                    raw_bytes=done.raw_bytes,
+                    compressed_sha256=done.compressed_sha256,
+                    compressed_bytes=done.compressed_bytes,
+                    raw_stamp=done.stamp,
                 )
                 converted += 1
                 if progress:
@@ -167,11 +163,11 @@ def convert_volume(
         raise VolumeError(f"{archive}: pyramid not brought up to date (run convert again): {unfinished}")
     missing = {}
     for block in blocks:
-        done = records.get(block.block_id)
-        if done is None:
+        held = records.get(block.block_id)
+        if held is None:
             missing[block.block_id] = "not recorded"
-        elif done.state != "verified" or done.block != block:
-            missing[block.block_id] = f"{done.state}{': ' + done.reason if done.reason else ''}"
+        elif held.state != "verified" or held.block != block:
+            missing[block.block_id] = f"{held.state}{': ' + held.reason if held.reason else ''}"
     chunk_bytes = sum(p.stat().st_size for p in (base / "c").rglob("*") if p.is_file())
     return ConvertReport(
         archive=archive,

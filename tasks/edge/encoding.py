@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # the model state a next block warm-starts from (training imports torch itself)
-    import torch
-
-from codec.api import encode
+from codec.api import Progress, encode
 from codec.settings import Settings
+
+if TYPE_CHECKING:
+    from codec.shared import SharedModel
 from tasks.source.grid import BlockRef, versioned_stem
 from tasks.store.atomic import atomic_write_bytes
 from tasks.store.failpoints import failpoint
@@ -61,16 +63,26 @@ def encode_to_outbox(
     data: np.ndarray,
     settings: Settings,
     outbox: Path,
-    warm_start: dict[str, torch.Tensor] | None = None,
+    shared: SharedModel | None = None,
     version: int = 1,
-) -> tuple[EncodedBlock, dict[str, torch.Tensor] | None]:
+    on_progress: Progress | None = None,
+) -> tuple[EncodedBlock, SharedModel | None]:
     """Encode ``data`` (the block's voxels) and write the container atomically (as ``version``).
 
-    Returns the encoded block and the trained model's weights (to warm-start the next block).
+    ``shared`` is the acquisition's model (``codec.shared``): the block is coded with it, or
+    decided again when it no longer fits. Returns the encoded block and the model the next
+    blocks should use (None when this block is not learned). ``on_progress`` hears the codec's
+    progress (``train`` starts and ends: a GPU slot is held only in between).
     """
     if data.shape != block.shape:
         raise ValueError(f"{block.block_id}: read {data.shape}, expected {block.shape}")
-    result = encode(data, settings, warm_start=warm_start, progress=_crash_test_points)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        _crash_test_points(stage, done, total)
+        if on_progress is not None:
+            on_progress(stage, done, total)
+
+    result = encode(data, settings, shared=shared, progress=progress)
     container_path, _ = outbox_paths(outbox, block, version)
     atomic_write_bytes(container_path, result.data)
     failpoint("encode.written")
@@ -97,6 +109,7 @@ def encode_to_outbox(
             "device": training.device,
         },
         "seconds": round(result.seconds, 3),
+        "process": f"pid {os.getpid()} on {socket.gethostname()}",
     }
     encoded = EncodedBlock(
         block=block,
@@ -110,4 +123,4 @@ def encode_to_outbox(
         seconds=result.seconds,
         encoding=encoding,
     )
-    return encoded, result.model_state
+    return encoded, result.shared

@@ -89,9 +89,9 @@ def main(argv: list[str]) -> int:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if argv == ["--serve"]:
-        # Lowest CPU priority: a verifying decode takes the cycles training leaves idle instead of
-        # slowing it (bench.pipeline, bench/RESULTS.md). The edge flow waits for verification only
-        # once MAX_UNVERIFIED blocks are behind, and at the end of a run, when every core is free.
+        # Lowest CPU priority: a verifying decode takes the cycles coding leaves idle instead of
+        # slowing it (bench.pipeline, bench/RESULTS.md). The worker that coded the block waits for
+        # its verification, so the core it leaves idle is the one the verifier gets.
         lower_priority(int(os.environ.get(NICENESS_VARIABLE, str(DEFAULT_NICENESS))))
         tables.warm()  # a long-lived verifier builds the coder's tables once, before its first block
         return serve()

@@ -41,8 +41,9 @@ POINTS = (
 )
 #: Points in helper processes (not the flow's): a verifier pool worker mid-decode.
 WORKER_POINTS = ("verifier.decoding",)
-#: Points of ``emzip convert``: a block's chunk placed in the archive, the ledger not yet told.
-CONVERT_POINTS = ("convert.placed",)
+#: Points of ``emzip convert``: a block coded on its worker, not yet placed; a block's chunk placed
+#: in the archive, the ledger not yet told.
+CONVERT_POINTS = ("convert.coded", "convert.placed")
 
 _passes: Counter[str] = Counter()
 
