@@ -12,7 +12,9 @@
 2. **Two workers.** ``emzip run --workers 1`` and ``--workers 2`` on FlyEM mirrored to
    192x500x500 (24 blocks of 32x250x250, 2 MB each), at the default effort and at effort 0, each
    restored volume compared with the source; the timing comes from ``--json``.
-3. **The coordinator.** A few hundred small blocks at effort 0 on 2 workers: the flow process's
+3. **Convert.** ``emzip convert --workers 1`` and ``--workers 2`` on the same 24 blocks, the
+   archive read back and compared with the source.
+4. **The coordinator.** A few hundred small blocks at effort 0 on 2 workers: the flow process's
    own CPU and wall time per block (claim, submit, record, ledger, ship), and the blocks per second
    it can feed; then what that means for 100 MB/s and 1 GB/s.
 """
@@ -162,6 +164,29 @@ def two_workers(work: Path) -> dict[str, Any]:
     return out
 
 
+def convert_workers(work: Path) -> dict[str, Any]:
+    """``emzip convert --workers 1`` against ``--workers 2`` on the same 24 blocks, default effort and effort 0."""
+    import zarr
+
+    source = work / "flyem500-convert.zarr"
+    volume = _mirrored_flyem(source)
+    emzip = str(Path(sys.executable).parent / "emzip")
+    out: dict[str, Any] = {"volume": list(volume.shape), "block": "32,250,250"}
+    for effort in (2, 0):
+        for workers in (1, 2):
+            archive = work / f"archive-e{effort}-w{workers}.zarr"
+            summary = work / f"convert-e{effort}-w{workers}.json"
+            command = [emzip, "convert", str(source), str(archive), "--block", "32,250,250", "--quiet"]
+            command += ["--effort", str(effort), "--workers", str(workers), "--json", str(summary)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"emzip convert failed: {done.stderr[-3000:]}")
+            timing = dict(json.loads(summary.read_text()))
+            timing["identical"] = bool(np.array_equal(zarr.open_array(str(archive / "0"), mode="r")[...], volume))
+            out[f"effort {effort}, {workers} worker{'s' if workers > 1 else ''}"] = timing
+    return out
+
+
 def coordinator(work: Path, blocks: int = 300) -> dict[str, Any]:
     """The flow's own cost per block: small blocks at effort 0 on 2 Dask workers, flow process CPU and wall."""
     from flows.demo import run_pipeline
@@ -207,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results_scaleout.json"))
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--skip-convert", action="store_true")
+    parser.add_argument(
+        "--only-convert", action="store_true", help="measure only emzip convert's workers; keep the rest of --out"
+    )
     parser.add_argument(
         "--keep-one-core", action="store_true", help="reuse the one-core results already in --out (not measured again)"
     )
@@ -214,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (DATA / VOLUMES["FlyEM"][0]).is_file():
         print(f"bench.scaleout: {DATA} has no EM volumes (needs ../shared/data)", file=sys.stderr)
         return 2
+    if args.only_convert:
+        results = json.loads(Path(args.out).read_text())
+        with tempfile.TemporaryDirectory(prefix="emzip-scaleout-") as tmp:
+            results["convert workers"] = convert_workers(Path(tmp))
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["convert workers"], indent=2))
+        return 0
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, no GPU", "date": time.strftime("%Y-%m-%d")}
     if args.keep_one_core:
         earlier = json.loads(Path(args.out).read_text())
@@ -230,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(done.stderr[-3000:])
         results[f"one core: {name}"] = json.loads(done.stdout.strip().splitlines()[-1])
     with tempfile.TemporaryDirectory(prefix="emzip-scaleout-") as tmp:
+        if not args.skip_convert:
+            results["convert workers"] = convert_workers(Path(tmp))
         if not args.skip_workers:
             results["two workers"] = two_workers(Path(tmp))
         if not args.skip_ceiling:

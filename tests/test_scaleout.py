@@ -101,3 +101,70 @@ def test_convert_on_two_workers_survives_a_killed_worker(tmp_path: Path, monkeyp
     with Ledger(ledger_path(tmp_path / "out.zarr")) as ledger:
         records = ledger.blocks(source.name)
         assert len(records) == 8 and all(r.state == "verified" and r.version == 1 for r in records)
+
+
+def test_an_edge_worker_killed_mid_block_is_replaced(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.demo import read_restored, run_pipeline
+    from tasks.store.failpoints import ARMED, ENVIRONMENT, ONCE
+    from tasks.store.ledger import Ledger
+
+    volume = em_like((8, 64, 256), seed=364)
+    write_slice_folder(volume, tmp_path / "microscope" / "vol")
+    monkeypatch.setenv(ENVIRONMENT, "record.written#2")  # a worker's second block: container and record written
+    monkeypatch.setenv(ARMED, "1")
+    monkeypatch.setenv(ONCE, str(tmp_path / "killed-once"))  # one worker dies; its replacement runs through
+    result = run_pipeline(
+        tmp_path / "microscope" / "vol", tmp_path / "site", layout="slices", volume_name="vol", block_shape=BLOCK,
+        codec={"steps": 40, "codec": "learned"}, workers=2,
+    )  # fmt: skip
+    assert (tmp_path / "killed-once").exists(), "no worker was killed: the test did not test anything"
+    assert not result["missing"], result["missing"]
+    np.testing.assert_array_equal(read_restored(tmp_path / "site" / "datacenter" / "restored" / "vol.zarr"), volume)
+    with Ledger(tmp_path / "site" / "edge" / "outbox" / "ledger.sqlite") as ledger:
+        records = ledger.blocks("vol")
+        assert len(records) == 8 and all(r.state == "shipped" or r.state == "restored" for r in records), records
+        assert all(r.version == 1 for r in records)  # coded again under the same version, never twice shipped
+    inbox = tmp_path / "site" / "datacenter" / "inbox" / "vol"
+    assert len(list(inbox.glob("*.emz"))) == 8
+
+
+_RUN = """
+import sys
+from pathlib import Path
+from flows.demo import run_pipeline
+if __name__ == "__main__":
+    run_pipeline(Path(sys.argv[1]), Path(sys.argv[2]), layout="slices", volume_name="vol", block_shape=(4, 64, 64),
+                 codec={"steps": 40, "codec": "learned"}, workers=2)
+"""
+
+
+def test_a_killed_coordinator_resumes_on_the_next_run(prefect_api: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from flows.demo import read_restored, run_pipeline
+    from tasks.store.failpoints import ARMED, ENVIRONMENT
+
+    volume = em_like((8, 64, 256), seed=365)
+    source, site = tmp_path / "microscope" / "vol", tmp_path / "site"
+    write_slice_folder(volume, source)
+    script = tmp_path / "run.py"
+    script.write_text(_RUN)
+    repo = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PYTHONPATH": str(repo),
+        ENVIRONMENT: "flow.coded#3",
+        ARMED: "1",
+    }
+    killed = subprocess.run([sys.executable, str(script), str(source), str(site)], env=env, cwd=repo, timeout=300)
+    assert killed.returncode == -9  # SIGKILLed in the flow, between a worker's result and the ledger
+    result = run_pipeline(source, site, layout="slices", volume_name="vol", block_shape=BLOCK,
+                          codec={"steps": 40, "codec": "learned"}, workers=2)  # fmt: skip
+    assert not result["missing"], result["missing"]
+    np.testing.assert_array_equal(read_restored(site / "datacenter" / "restored" / "vol.zarr"), volume)
+    assert len(list((site / "datacenter" / "inbox" / "vol").glob("*.emz"))) == 8  # each block shipped once
