@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from codec.settings import Settings
     from flows.acquisition import acquisition_flow
+    from flows.dask_workers import dask_task_runner
     from flows.demo import read_restored
-    from flows.restore import dask_task_runner, restore_flow
+    from flows.restore import restore_flow
     from flows.synthetic import write_slice_folder
     from tasks.source.grid import block_grid
 

@@ -3,7 +3,7 @@
 ``python -m bench.restore_dask VOLUME.npy [--block 64 128 128] [--repeat 3]`` codes the volume's
 blocks into an inbox as the edge ships them (container + provenance record), then runs the restore
 flow (``target=volume``: decode, write zarr v3, read back, sha256) on the local Dask cluster that
-``flows.restore.dask_task_runner`` builds, with 1 and with 2 single-threaded worker processes,
+``flows.dask_workers.dask_task_runner`` builds, with 1 and with 2 single-threaded worker processes,
 and the same blocks restored by 1 and 2 plain processes with no Prefect and no Dask (the bound the
 flow is measured against: what this machine's two cores give two independent decoders), all four
 in turn in every repeat, so that each kind sees the same load on a shared machine. It prints MB/s
@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.testing.utilities import prefect_test_harness
 
+    from flows.dask_workers import dask_task_runner
     from flows.demo import read_restored
-    from flows.restore import dask_task_runner, restore_flow
+    from flows.restore import restore_flow
     from flows.synthetic import write_inbox
 
     volume = np.load(args.volume)

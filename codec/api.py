@@ -237,7 +237,14 @@ def encode(
         return name, packed
 
     probe_effort = min(CLASSIC_PROBE_EFFORT, settings.fallback_effort)
-    probe_settings = settings.with_overrides(fallback_effort=probe_effort)
+    probed: list[tuple[str, float]] = []
+
+    def probe() -> tuple[str, float]:
+        """The classic probe's (codec, estimated bytes) for this block, computed at most once."""
+        if not probed:
+            probed.append(_classic_estimate(array, settings.with_overrides(fallback_effort=probe_effort)))
+        return probed[0]
+
     learned_bytes, reason, report, model_hash, state = None, "", None, None, None
     coded: v4_block.EncodedBlock | None = None
     kept: SharedModel | None = None
@@ -251,18 +258,16 @@ def encode(
             redecided = f"acquisition model no longer fits ({attempt}): decided again on this block; "
         else:
             candidate, shared_report, shared_hash = attempt
-            probe_name, estimate = _classic_estimate(array, probe_settings)
+            probe_name, estimate = probe()
             ratio = len(candidate) / max(estimate, 1.0)
-            if settings.codec == "learned" or shared.fits(ratio):
+            where = f"{ratio:.4f} of the {probe_name} e{probe_effort} estimate"
+            if settings.codec == "learned" or shared.fits(ratio, CLASSIC_PROBE_MARGIN):
                 learned_bytes, report, kept, model_hash = candidate, shared_report, shared, shared_hash
-                reason = (
-                    f"acquisition model: {ratio:.4f} of the {probe_name} e{probe_effort} estimate "
-                    f"(decided at {shared.probe_ratio:.4f})"
-                )
+                reason = f"acquisition model: {where} (decided at {shared.probe_ratio:.4f})"
             else:
                 redecided = (
-                    f"acquisition model no longer fits ({ratio:.4f} of the {probe_name} e{probe_effort} estimate, "
-                    f"decided at {shared.probe_ratio:.4f}): decided again on this block; "
+                    f"acquisition model no longer fits ({where}, decided at {shared.probe_ratio:.4f}): "
+                    "decided again on this block; "
                 )
         if kept is None:
             warm_start = shared.state
@@ -274,7 +279,6 @@ def encode(
             log.warning("learned coding failed, storing with the classic codec instead: %s", exc)
             reason = f"learned coding failed: {exc}"
     chosen: bytes | None = None
-    estimate_for_model: float | None = None
     if kept is not None:
         chosen = learned_bytes
     elif learned_bytes is not None and settings.codec == "learned":
@@ -282,8 +286,7 @@ def encode(
     elif learned_bytes is not None:
         # A fast classic probe settles the usual case; the full classic effort runs only when
         # the learned container is not clearly smaller (JPEG-XL e3 is within 0.2% of e7 on EM).
-        probe_name, estimate = _classic_estimate(array, probe_settings)
-        estimate_for_model = estimate
+        probe_name, estimate = probe()
         if len(learned_bytes) < CLASSIC_PROBE_MARGIN * estimate:
             chosen, reason = learned_bytes, f"learned model smaller than {probe_name} e{probe_effort} (estimated)"
     if chosen is None:
@@ -306,10 +309,8 @@ def encode(
         raise EmzipError("classic container failed its round trip; refusing to return it")
     codec_name = container.unpack(chosen).header.codec
     learned = codec_name == "learned"
-    if learned and kept is None and coded is not None:
-        if estimate_for_model is None:
-            estimate_for_model = _classic_estimate(array, probe_settings)[1]
-        kept = SharedModel(str(coded.config["family"]), coded.state, len(chosen) / max(estimate_for_model, 1.0))
+    if learned and kept is None and coded is not None:  # decided on this block: the model the next ones use
+        kept = SharedModel(str(coded.config["family"]), coded.state, len(chosen) / max(probe()[1], 1.0))
     return EncodeResult(
         data=chosen,
         codec=codec_name,

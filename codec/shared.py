@@ -48,6 +48,7 @@ class SharedModel:
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Tells one decision from another across processes (the model travels pickled to workers)."""
 
-    def fits(self, ratio: float) -> bool:
-        """Whether a block coded at ``ratio`` (learned / classic estimate) keeps this model."""
-        return ratio < 1.0 and ratio <= self.probe_ratio * (1.0 + REFIT_TOLERANCE)
+    def fits(self, ratio: float, margin: float) -> bool:
+        """Whether a block coded at ``ratio`` (learned / classic estimate) keeps this model: below the
+        codec's probe ``margin`` and within ``REFIT_TOLERANCE`` of the deciding block's ratio."""
+        return ratio < margin and ratio <= self.probe_ratio * (1.0 + REFIT_TOLERANCE)

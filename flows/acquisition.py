@@ -21,10 +21,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from codec.settings import Settings
+from flows.dask_workers import start_task_runner, task_runner_width
 from flows.edge_scheduler import EDGE_STATES, EdgeRun, EdgeScheduler
 from flows.parameters import CodecParameters, TransferConfig, codec_overrides, transfer_dict
 from flows.progress import ProgressBar
-from flows.restore import start_task_runner, task_runner_width
 from tasks.edge.pruning import prune_raw_files
 from tasks.edge.readiness import DEFAULT_MARKER, scan_volume
 from tasks.edge.shipping import (
@@ -101,7 +101,7 @@ def acquisition_flow(
     reach the restored image's OME-Zarr scales and units.
 
     ``workers``: blocks coded at once (``flows.edge_scheduler``); default one per worker thread of
-    the flow's task runner (run it with ``flows.restore.dask_task_runner``: a Dask cluster, local
+    the flow's task runner (run it with ``flows.dask_workers.dask_task_runner``: a Dask cluster, local
     or at an address, as ``emzip run --workers/--cluster`` does). The acquisition's model is
     decided on the first block and reaches every worker with the blocks it codes.
     """

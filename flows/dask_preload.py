@@ -1,6 +1,6 @@
 """Dask worker preload for the restore: load the restore code, and size the worker for one core.
 
-A worker started with ``--preload flows.dask_preload`` (``flows.restore.dask_task_runner``
+A worker started with ``--preload flows.dask_preload`` (``flows.dask_workers.dask_task_runner``
 passes it to the local cluster's workers) pays for torch, TensorStore and the codec's probability
 tables (about 3 s in all) once as it starts, not in its first restore task: on a short run the
 first block's warm-up would otherwise decide how well the workers scale. The same goes for

@@ -20,8 +20,9 @@ import numpy as np
 import tensorstore as ts
 
 from flows.acquisition import acquisition_flow
+from flows.dask_workers import dask_task_runner, local_dask_cluster
 from flows.parameters import CodecParameters, RedeliveryConfig, TransferConfig
-from flows.restore import dask_task_runner, local_dask_cluster, restore_flow
+from flows.restore import restore_flow
 from flows.synthetic import em_like, write_slice
 from tasks.datacenter.omezarr import base_array, read_image
 from tasks.edge.readiness import DEFAULT_MARKER
@@ -58,7 +59,7 @@ def run_pipeline(
     the run's ``timing`` (``run_timing``).
 
     ``workers`` > 1 runs both flows on one local Dask cluster of that many single-threaded worker
-    processes (``flows.restore.local_dask_cluster``), ``cluster`` on the Dask cluster at that address.
+    processes (``flows.dask_workers.local_dask_cluster``), ``cluster`` on the Dask cluster at that address.
     """
     edge_parameters: dict[str, Any] = {
         "acquisition": str(acquisition),

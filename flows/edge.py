@@ -44,7 +44,7 @@ def edge_scan_flow(
     """
     run_acquisition = acquisition_flow
     if cluster or workers > 1:
-        from flows.restore import dask_task_runner
+        from flows.dask_workers import dask_task_runner
 
         run_acquisition = acquisition_flow.with_options(task_runner=dask_task_runner(workers, cluster or None))
     logger = get_run_logger()

@@ -286,10 +286,11 @@ def test_a_failed_edge_block_is_retried_and_emzip_retry_resets_any(tmp_path: Pat
 
 def test_environment_settings_are_checked_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import restore
+    from flows.dask_workers import SettingError
 
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("EMZIP_DASK_WORKERS", bad)
-        with pytest.raises(restore.SettingError, match="EMZIP_DASK_WORKERS"):
+        with pytest.raises(SettingError, match="EMZIP_DASK_WORKERS"):
             restore.default_blocks_per_task(10)
     monkeypatch.setenv("EMZIP_DASK_WORKERS", "3")
     assert restore.default_blocks_per_task(12) == 4

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from bench.reliability.harness import run_flow_process, transitions
+from flows.dask_workers import WORKER_PRELOAD
 from flows.demo import read_restored
-from flows.restore import MAX_BLOCKS_PER_TASK, WORKER_PRELOAD, default_blocks_per_task, plan_tasks, restore_flow
+from flows.restore import MAX_BLOCKS_PER_TASK, default_blocks_per_task, plan_tasks, restore_flow
 from flows.synthetic import em_like, write_inbox
 from tasks.datacenter.restoring import limit_io_threads
 from tasks.source.grid import block_grid, parse_block_id
