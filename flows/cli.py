@@ -206,30 +206,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if not edge["failures"] else 1
 
 
-def _block_shape(text: str | None) -> tuple[int, int, int] | None:
-    """``--block z,y,x`` as three positive integers (a one-line error otherwise)."""
+def _triple(text: str | None, option: str, kind: type[int] | type[float]) -> tuple[Any, Any, Any] | None:
+    """``--option z,y,x`` as three positive numbers of ``kind`` (None when absent; a one-line error otherwise)."""
     if not text:
         return None
     try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) < 1:
-        raise VolumeFileError(f"--block {text!r}: expected three positive integers z,y,x")
-    return values[0], values[1], values[2]
-
-
-def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
-    """``--voxel-size z,y,x`` as three positive numbers (a one-line error otherwise)."""
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
+        values = tuple(kind(v) for v in text.split(","))
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) <= 0:
-        raise VolumeFileError(f"--voxel-size {text!r}: expected three positive numbers z,y,x")
+        noun = "integers" if kind is int else "numbers"
+        raise VolumeFileError(f"{option} {text!r}: expected three positive {noun} z,y,x")
     return values[0], values[1], values[2]
+
+
+def _block_shape(text: str | None) -> tuple[int, int, int] | None:
+    """``--block z,y,x`` as three positive integers."""
+    return _triple(text, "--block", int)
+
+
+def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
+    """``--voxel-size z,y,x`` as three positive numbers."""
+    return _triple(text, "--voxel-size", float)
 
 
 def _add_voxel_options(parser: argparse.ArgumentParser) -> None:
