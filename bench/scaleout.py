@@ -17,11 +17,18 @@
 4. **The coordinator.** A few hundred small blocks at effort 0 on 2 workers: the flow process's
    own CPU and wall time per block (claim, submit, record, ledger, ship), and the blocks per second
    it can feed; then what that means for 100 MB/s and 1 GB/s.
+5. **What the hardware allows.** The codec's work alone (a block coded with the acquisition model,
+   then decoded) on 16 blocks in 1 process, then 8 + 8 in 2 processes, 5 times; and the CPU every
+   process of ``emzip run`` used while the edge coded, 1 worker on 1 core against 2 workers.
+
+Steps 2 and 3 also run ``--workers 1`` pinned to one core (``taskset``, with every process it
+starts): the baseline a second core does not help.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -134,9 +141,19 @@ def _mirrored_flyem(folder: Path, slices: int = 192) -> np.ndarray:
     return volume
 
 
-def _emzip_run(source: Path, dest: Path, workers: int, effort: int, block: str) -> dict[str, Any]:
+def _one_core() -> list[str]:
+    """A command prefix that runs a command and every process it starts on this machine's first core."""
+    return ["taskset", "-c", str(sorted(os.sched_getaffinity(0))[0])]
+
+
+#: The runs each effort compares: (label, workers, on one core).
+RUNS = (("1 worker", 1, False), ("1 worker on 1 core", 1, True), ("2 workers", 2, False))
+
+
+def _emzip_run(source: Path, dest: Path, workers: int, effort: int, block: str, pin: bool = False) -> dict[str, Any]:
     summary = dest.with_suffix(".json")
-    command = [str(Path(sys.executable).parent / "emzip"), "run", str(source), "--dest", str(dest), "--block", block]
+    command = [*(_one_core() if pin else []), str(Path(sys.executable).parent / "emzip"), "run", str(source)]
+    command += ["--dest", str(dest), "--block", block]
     command += ["--effort", str(effort), "--workers", str(workers), "--json", str(summary), "--name", "vol"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -156,11 +173,11 @@ def two_workers(work: Path) -> dict[str, Any]:
     volume = _mirrored_flyem(source)
     out: dict[str, Any] = {"volume": list(volume.shape), "block": "32,250,250"}
     for effort in (2, 0):
-        for workers in (1, 2):
-            dest = work / f"run-e{effort}-w{workers}"
-            timing = _emzip_run(source, dest, workers, effort, "32,250,250")
+        for label, workers, pin in RUNS:
+            dest = work / f"run-e{effort}-w{workers}{'-pinned' if pin else ''}"
+            timing = _emzip_run(source, dest, workers, effort, "32,250,250", pin)
             timing["identical"] = _restored_equal(dest, volume)
-            out[f"effort {effort}, {workers} worker{'s' if workers > 1 else ''}"] = timing
+            out[f"effort {effort}, {label}"] = timing
     return out
 
 
@@ -173,18 +190,145 @@ def convert_workers(work: Path) -> dict[str, Any]:
     emzip = str(Path(sys.executable).parent / "emzip")
     out: dict[str, Any] = {"volume": list(volume.shape), "block": "32,250,250"}
     for effort in (2, 0):
-        for workers in (1, 2):
-            archive = work / f"archive-e{effort}-w{workers}.zarr"
-            summary = work / f"convert-e{effort}-w{workers}.json"
-            command = [emzip, "convert", str(source), str(archive), "--block", "32,250,250", "--quiet"]
+        for label, workers, pin in RUNS:
+            name = f"e{effort}-w{workers}{'-pinned' if pin else ''}"
+            archive, summary = work / f"archive-{name}.zarr", work / f"convert-{name}.json"
+            command = [
+                *(_one_core() if pin else []),
+                emzip,
+                "convert",
+                str(source),
+                str(archive),
+                "--block",
+                "32,250,250",
+            ]
+            command.append("--quiet")
             command += ["--effort", str(effort), "--workers", str(workers), "--json", str(summary)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"emzip convert failed: {done.stderr[-3000:]}")
             timing = dict(json.loads(summary.read_text()))
             timing["identical"] = bool(np.array_equal(zarr.open_array(str(archive / "0"), mode="r")[...], volume))
-            out[f"effort {effort}, {workers} worker{'s' if workers > 1 else ''}"] = timing
+            out[f"effort {effort}, {label}"] = timing
     return out
+
+
+def _codec_in_process(args: tuple[bytes, list[np.ndarray], int]) -> float:
+    """Code and decode ``blocks`` with the pickled acquisition model, pinned to ``core``; seconds."""
+    import pickle
+
+    import torch
+
+    from codec.api import decompress, encode
+    from codec.settings import Settings
+
+    shared_bytes, blocks, core = args
+    os.sched_setaffinity(0, {core})
+    torch.set_num_threads(1)
+    shared = pickle.loads(shared_bytes)  # pickled by this benchmark a moment ago; never from disk
+    started = time.monotonic()
+    for block in blocks:
+        decompress(encode(block, Settings(verify=False), shared=shared).data)
+    return time.monotonic() - started
+
+
+def raw_codec_processes(work: Path, repeats: int = 5) -> dict[str, Any]:
+    """What the hardware allows: the codec's work on 16 later blocks in 1 process, then 8 + 8 in 2.
+
+    No Prefect, no Dask: a block coded with the acquisition model and decoded, as a worker and its
+    verifier do, one thread each (BLAS too, as in a Dask worker: ``OPENBLAS_NUM_THREADS=1``).
+    """
+    import pickle
+    from multiprocessing import get_context
+
+    from codec.api import encode
+    from codec.settings import Settings
+
+    volume = _mirrored_flyem(work / "raw-codec.zarr")
+    blocks = [np.ascontiguousarray(b) for b in _blocks(volume, (32, 250, 250))]
+    shared = pickle.dumps(encode(blocks[0], Settings(verify=False)).shared)
+    later = blocks[1:17]
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    rows = []
+    saved = {name: os.environ.get(name) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    os.environ.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})  # read as the processes start
+    try:
+        with get_context("spawn").Pool(2) as pool:
+            pool.map(_codec_in_process, [(shared, later[:1], c) for c in cores])  # imports, tables
+            for _ in range(repeats):
+                one = pool.map(_codec_in_process, [(shared, later, cores[0])])[0]
+                two = max(pool.map(_codec_in_process, [(shared, later[:8], cores[0]), (shared, later[8:], cores[1])]))
+                rows.append({"one_process_s": round(one, 3), "two_processes_s": round(two, 3), "speedup": one / two})
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    speedups = sorted(r["speedup"] for r in rows)
+    return {"blocks": len(later), "runs": rows, "median_speedup": speedups[len(speedups) // 2]}
+
+
+def cpu_in_coding_window(work: Path, effort: int = 2) -> dict[str, Any]:
+    """CPU seconds per kind of process while the edge codes (first container written -> last record
+    written), for ``--workers 1`` on one core and ``--workers 2``: what a block costs in each."""
+    import bisect
+
+    import psutil
+
+    volume_path = work / "cpu-window.zarr"
+    _mirrored_flyem(volume_path)
+    out: dict[str, Any] = {}
+    for label, workers, pin in (("1 worker on 1 core", 1, True), ("2 workers", 2, False)):
+        dest = work / f"cpu-{workers}"
+        command = [*(_one_core() if pin else []), str(Path(sys.executable).parent / "emzip"), "run", str(volume_path)]
+        command += ["--dest", str(dest), "--block", "32,250,250", "--effort", str(effort)]
+        command += ["--workers", str(workers), "--name", "vol"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        root = psutil.Process(process.pid)
+        samples: list[tuple[float, dict[int, float]]] = []
+        kinds: dict[int, str] = {}
+        while process.poll() is None:
+            now: dict[int, float] = {}
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                        times = child.cpu_times()
+                        now[child.pid] = times.user + times.system
+                        kinds.setdefault(child.pid, _process_kind(child.cmdline()))
+            samples.append((time.time(), now))
+            time.sleep(0.05)
+        outbox = dest / "edge" / "outbox" / "vol"
+        start = min(p.stat().st_mtime for p in outbox.glob("*.emz"))
+        end = max(p.stat().st_mtime for p in outbox.glob("*.prov.json"))
+        stamps = [t for t, _ in samples]
+        first = samples[bisect.bisect_left(stamps, start)][1]
+        last = samples[min(bisect.bisect_left(stamps, end), len(samples) - 1)][1]
+        totals: dict[str, float] = {}
+        for pid, seconds in last.items():
+            totals[kinds[pid]] = totals.get(kinds[pid], 0.0) + seconds - first.get(pid, 0.0)
+        blocks = len(list(outbox.glob("*.emz"))) - 1
+        cpu = sum(totals.values())
+        out[label] = {
+            "window_s": round(end - start, 3),
+            "cpu_s": {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+            "cores_busy": round(cpu / (end - start), 3),
+            "cpu_s_per_block": round(cpu / blocks, 3),
+        }
+    return out
+
+
+def _process_kind(command: list[str]) -> str:
+    text = " ".join(command)
+    if "emzip" in text and " run " in text:
+        return "emzip run (the flow)"
+    if "verify_worker" in text:
+        return "verifier"
+    if "prefect" in text and "server" in text:
+        return "Prefect server"
+    if "multiprocessing" in text:
+        return "Dask workers and nannies"
+    return "other"
 
 
 def coordinator(work: Path, blocks: int = 300) -> dict[str, Any]:
@@ -272,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             results["two workers"] = two_workers(Path(tmp))
         if not args.skip_ceiling:
             results["coordinator"] = coordinator(Path(tmp))
+        results["raw codec, 1 process against 2"] = raw_codec_processes(Path(tmp))
+        results["cpu in the coding window"] = cpu_in_coding_window(Path(tmp))
     flyem = results["one core: FlyEM"]["speed"]
     workers = results.get("two workers", {})
     efficiency = 1.0

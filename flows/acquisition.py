@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from codec.settings import Settings
-from flows.dask_workers import start_task_runner, task_runner_width
+from flows.dask_workers import runs_on_dask, start_task_runner, task_runner_width
 from flows.edge_scheduler import EDGE_STATES, EdgeRun, EdgeScheduler
 from flows.parameters import CodecParameters, TransferConfig, codec_overrides, transfer_dict
 from flows.progress import ProgressBar
@@ -156,6 +156,7 @@ def acquisition_flow(
             settings,
             outbox_path,
             width=max(1, workers or task_runner_width()),
+            queued=2 if runs_on_dask() else 1,  # the next task waits at each worker
             batch_size=batch_size,
             transfer_retries=transfer_retries,
             prune_outbox=prune_outbox,
@@ -168,6 +169,9 @@ def acquisition_flow(
         disk_full, done, shipped_now = scheduler.disk_full, scheduler.taken, scheduler.shipped_now
         if disk_full is not None:
             raise OutOfSpaceError(f"{source.name}: run stopped, disk full: {disk_full}") from disk_full
+        if scheduler.outbox_failed is not None:
+            failed = scheduler.outbox_failed
+            raise OSError(failed.errno, f"{source.name}: run stopped: {failed.strerror}") from failed
         progress.update(100.0)
         if prune_outbox != "off":
             earlier = prune_shipped_outbox(ledger_db, outbox_path, source.name, dry_run=prune_outbox != "delete")
@@ -188,7 +192,7 @@ def acquisition_flow(
             ledger_db, source.name, report.volume.shape, len(report.waiting), time.monotonic() - started, this_run
         )
         timings = {**scheduler.timings(), "workers_start_seconds": round(workers_start_seconds, 3)}
-        return {**summary, "grid": list(grid), "workers": run.width, **timings}
+        return {**summary, "grid": list(grid), "workers": run.width, "workers_retired": scheduler.retired, **timings}
     finally:
         ledger_db.release_all(worker)  # an exception must not leave blocks claimed until the lease ends
         ledger_db.close()

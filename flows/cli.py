@@ -297,6 +297,9 @@ def _convert(args: argparse.Namespace) -> int:
         "blocks": report.converted,
         "workers": pool.width if pool is not None else 1,
         "megabytes_per_second": round(report.source_bytes / 1e6 / seconds, 3) if seconds > 0 else 0.0,
+        "model_seconds": report.model_seconds,
+        "coding_seconds": report.coding_seconds,
+        "pyramid_seconds": report.pyramid_seconds,
     }
     if args.json:
         from tasks.store.atomic import atomic_write_json

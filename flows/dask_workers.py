@@ -2,8 +2,8 @@
 
 ``dask_task_runner`` is prefect-dask's runner for one flow; ``local_dask_cluster`` one local
 cluster for several flows in a row (``emzip run``: the edge, then the restore), its address given
-to each flow's runner. Local workers start with ``WORKER_PRELOAD``, without
-``WORKER_UNSET_ENVIRONMENT`` and with ``WORKER_QUIET_CONFIG``; ``start_task_runner`` starts a
+to each flow's runner. Local workers start with ``WORKER_PRELOAD``, under
+``tasks.dask_cluster.worker_config`` (quiet, no heap trimming); ``start_task_runner`` starts a
 flow's cluster and warms every worker (``flows.dask_preload.warm_worker``) before the first task.
 """
 
@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from tasks.dask_cluster import WORKER_QUIET_CONFIG, WORKER_UNSET_ENVIRONMENT, start_local_cluster, worker_config
+
 __all__ = [
     "WORKER_PRELOAD",
     "WORKER_QUIET_CONFIG",
@@ -23,6 +25,8 @@ __all__ = [
     "dask_task_runner",
     "local_dask_cluster",
     "local_workers",
+    "retire_worker",
+    "runs_on_dask",
     "start_task_runner",
     "task_runner_width",
 ]
@@ -45,21 +49,6 @@ def local_workers() -> int:
 #: Imported by every Dask worker as it starts (codec, torch, TensorStore, tables: about 3 s), not by
 #: its first task; a cluster started by hand takes the same with ``dask worker --preload flows.dask_preload``.
 WORKER_PRELOAD = ("flows.dask_preload",)
-#: Variables Dask's nanny would set for its workers that the restore must not have.
-#: ``MALLOC_TRIM_THRESHOLD_=65536`` (Dask's default, to hand memory back to the OS sooner) makes
-#: glibc trim the heap on the decoder's many mid-sized frees: restoring 16 FlyEM blocks took 9.4 s
-#: with it and 6.5 s without in one process, measured side by side (``bench.restore_dask``).
-WORKER_UNSET_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_",)
-#: Dask settings for local restore workers: no statistical profiler (it samples the decoding
-#: thread's stack every 10 ms), event-loop tick and memory checks once a second (every 20 and
-#: 100 ms by default). Measured together on 32 FlyEM blocks, 3 runs each: 1 worker 6.1 s instead
-#: of 6.7 s, 2 workers 3.5 s instead of 4.1 s (1.72x instead of 1.63x); the profiler alone gave
-#: part of it, tick and memory checks alone nothing.
-WORKER_QUIET_CONFIG = {
-    "distributed.worker.profile.enabled": False,
-    "distributed.admin.tick.interval": "1s",
-    "distributed.worker.memory.monitor-interval": "1s",
-}
 
 
 @contextlib.contextmanager
@@ -67,22 +56,11 @@ def local_dask_cluster(workers: int) -> Iterator[str]:
     """A local Dask cluster of ``workers`` single-threaded worker processes for several flows in a row
     (``emzip run``: the edge, then the restore); yields its scheduler's address, closes it after.
 
-    Its workers start as ``dask_task_runner``'s do: with ``WORKER_PRELOAD``, without
-    ``WORKER_UNSET_ENVIRONMENT``, with ``WORKER_QUIET_CONFIG``. One cluster for both flows: each
-    worker's start-up and first-task costs are paid once, not twice.
+    Its workers start as ``dask_task_runner``'s do: with ``WORKER_PRELOAD``, under
+    ``tasks.dask_cluster.worker_config``. One cluster for both flows: each worker's start-up and
+    first-task costs are paid once, not twice.
     """
-    import dask
-    from distributed import LocalCluster
-
-    unset = {f"distributed.nanny.pre-spawn-environ.{name}": None for name in WORKER_UNSET_ENVIRONMENT}
-    with dask.config.set({**unset, **WORKER_QUIET_CONFIG}):
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            preload=list(WORKER_PRELOAD),
-        )
+    cluster = start_local_cluster(workers, WORKER_PRELOAD)
     try:
         yield str(cluster.scheduler_address)
     finally:
@@ -116,8 +94,8 @@ def start_task_runner() -> float:
 
     prefect-dask starts its cluster at the first submission; starting it here keeps worker
     start-up (processes, imports, each worker's first Prefect task: ``flows.dask_preload.warm_worker``)
-    out of the blocks' timing and reports it apart. Local
-    workers start without ``WORKER_UNSET_ENVIRONMENT`` and with ``WORKER_QUIET_CONFIG`` (see there).
+    out of the blocks' timing and reports it apart. Local workers start under
+    ``tasks.dask_cluster.worker_config``.
     """
     import dask
     from prefect.context import FlowRunContext
@@ -128,13 +106,21 @@ def start_task_runner() -> float:
     if not isinstance(runner, DaskTaskRunner):
         return 0.0
     started = time.monotonic()
-    unset = {f"distributed.nanny.pre-spawn-environ.{name}": None for name in WORKER_UNSET_ENVIRONMENT}
-    with dask.config.set({**unset, **WORKER_QUIET_CONFIG}):  # read by each nanny as it starts, kept for restarts
+    with dask.config.set(worker_config()):  # read by each nanny as it starts, kept for restarts
         client = runner.client  # the property starts or connects to the cluster
     from flows.dask_preload import warm_worker
 
     client.run(warm_worker)  # every worker's first-task costs at once, before the first block
     return time.monotonic() - started
+
+
+def runs_on_dask() -> bool:
+    """Whether the flow's task runner is prefect-dask's (its tasks run on Dask workers)."""
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    return isinstance(context.task_runner if context else None, DaskTaskRunner)
 
 
 def task_runner_width() -> int:
@@ -147,3 +133,26 @@ def task_runner_width() -> int:
     if not isinstance(runner, DaskTaskRunner):
         return 1
     return max(1, sum(runner.client.nthreads().values()))
+
+
+def retire_worker(address: str) -> int:
+    """Retire the Dask worker at ``address`` from the flow's cluster unless it is the last one;
+    returns how many other workers the cluster has (0: none, so nothing was retired; also 0
+    when the flow runs its tasks in threads).
+
+    The edge retires a worker whose outbox writes fail while the outbox takes writes from the
+    flow (``flows.edge_scheduler``): that worker's node lost its mount, and every block it took
+    would fail on it. Dask hands the tasks it held to the others; its nanny does not restart it.
+    """
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not isinstance(runner, DaskTaskRunner):
+        return 0
+    client = runner.client
+    others = [worker for worker in client.nthreads() if worker != address]
+    if others and address in client.nthreads():
+        client.retire_workers([address], close_workers=True, remove=True)
+    return len(others)

@@ -14,9 +14,15 @@ A block moves through these states in the flow (the ledger's states in brackets)
 The first block that may train decides the acquisition's model alone (``codec.shared``): no
 other block goes to a worker until it is back, so every later block is coded with that model,
 wherever it runs. A block whose content no longer fits the model is decided again on its worker;
-the new model goes to the blocks handed out after it. Up to ``width`` tasks are with workers at
-once; when all are busy the flow waits until one finishes. The flow is the only writer of its
-ledger; workers write only the outbox.
+the new model goes to the blocks handed out after it. Up to ``width`` tasks run at once, and on
+Dask one more per worker waits at it (``queued``); when all are handed out the flow waits until one
+finishes. The flow is the only writer of its ledger; workers write only the outbox.
+
+A worker whose write into the outbox fails (not for lack of space) hands its blocks back,
+unchanged in the ledger. When the flow can still write the outbox itself, the fault is that
+worker's node (a lost mount): the worker is retired from the Dask cluster and the blocks go to the
+others in this run. When the flow cannot write it either, or no other worker is left, the run
+stops taking blocks, as on a full disk, and says why; the next run codes what is left.
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from prefect import get_run_logger
 
 from codec.settings import Settings
+from flows.dask_workers import retire_worker
 from flows.edge_shipping import Shipment, finish_shipping, start_shipping
 from flows.progress import ProgressBar
-from flows.steps import DISK_FULL, FAILED, code_blocks_task, verify_block
+from flows.steps import DISK_FULL, FAILED, OUTBOX_FAILED, code_blocks_task, verify_block
 from tasks.edge.coding import BlockJob, CodedBlock
-from tasks.edge.encoding import outbox_paths
+from tasks.edge.encoding import outbox_paths, probe_outbox
 from tasks.edge.verification import VerifyResult
 from tasks.source.volumes import Volume
 from tasks.store.diskspace import out_of_space
@@ -69,7 +76,10 @@ class EdgeRun:
     settings: Settings
     outbox: Path
     width: int = 1
-    """Blocks with workers at once (the workers of the flow's task runner)."""
+    """Workers: tasks running at once (the worker threads of the flow's task runner)."""
+    queued: int = 1
+    """Tasks handed out per worker: 2 on Dask, where the next task waits at the worker and starts the
+    moment the one before finishes, not after the flow heard of it and handed out another."""
     batch_size: int = 8
     transfer_retries: int = 4
     prune_outbox: str = "off"
@@ -106,6 +116,12 @@ class EdgeScheduler:
     held_back: set[str] = field(default_factory=set)
     """Verified, but their transfer failed in this run: the next run ships them."""
     disk_full: Exception | None = None
+    outbox_failed: OSError | None = None
+    """The outbox cannot be written (by the flow, or by any worker left): the run stops taking blocks."""
+    retired: dict[str, str] = field(default_factory=dict)
+    """Dask workers retired because their outbox writes failed: address -> the error."""
+    width: int = 0
+    """Tasks with workers at once: the run's width, less the workers retired."""
     deciding: bool = False
     """A block that decides the acquisition's model is with a worker: no other goes out meanwhile."""
     decided: bool = False
@@ -115,13 +131,21 @@ class EdgeScheduler:
     """When the acquisition's model was decided (monotonic), for ``model_seconds``."""
     last_verified: float | None = None
 
+    def __post_init__(self) -> None:
+        self.width = self.width or self.run.width
+
+    @property
+    def stopped(self) -> Exception | None:
+        """Why the run stopped taking blocks (a full disk, an outbox nobody can write); None while it goes on."""
+        return self.disk_full or self.outbox_failed
+
     def run_all(self) -> None:
         """Every claimable block to shipped (or failed, or held back), as far as this run can take it."""
-        while self.disk_full is None:
+        while self.stopped is None:
             self.hand_out()
             if not self.with_workers:
                 break
-            self.take_back(wait=len(self.with_workers) >= self.run.width or self.exhausted or self.deciding)
+            self.take_back(wait=len(self.with_workers) >= self._room() or self.exhausted or self.deciding)
             self.ship(wait_for=MAX_SHIPPING)
         while self.with_workers:  # a full disk stops the hand-out, not the blocks already out
             self.take_back(wait=True)
@@ -135,10 +159,10 @@ class EdgeScheduler:
         Blocks to code go in tasks of up to ``MAX_BLOCKS_PER_TASK`` (fewer when that would leave
         workers idle at the end): a task run's fixed cost is then paid once for several blocks.
         """
-        while not self.exhausted and not self.deciding and len(self.with_workers) < self.run.width:
+        while not (self.exhausted or self.deciding or self.stopped) and len(self.with_workers) < self._room():
             self.deciding = self.shared is None and not self.decided and self.run.settings.training_steps() > 0
             left = max(self.todo - self.taken, 1)
-            size = 1 if self.deciding else max(1, min(MAX_BLOCKS_PER_TASK, left // self.run.width))
+            size = 1 if self.deciding else max(1, min(MAX_BLOCKS_PER_TASK, left // self._room()))
             batch: list[BlockRecord] = []
             while len(batch) < size:
                 record = self._claim()
@@ -152,8 +176,12 @@ class EdgeScheduler:
                 continue
             jobs = [self._job(record) for record in batch]
             label = batch[0].block_id + (f" +{len(batch) - 1}" if len(batch) > 1 else "")
-            future = code_blocks_task.submit(label, jobs, self.shared)
+            future = code_blocks_task.submit(label, jobs, self.shared, self.deciding)
             self.with_workers.append(_WithWorker(batch, future, coding=True))
+
+    def _room(self) -> int:
+        """Tasks with workers at most: ``queued`` per worker."""
+        return self.width * self.run.queued
 
     def _claim(self) -> BlockRecord | None:
         """The next block for this run (None when none is left, or ``max_blocks`` are taken)."""
@@ -213,7 +241,7 @@ class EdgeScheduler:
             except Exception as exc:  # the task itself failed (its worker died twice, ...): all its blocks
                 for record in item.records:
                     self.disk_full = self.disk_full or block_failed(self.ledger, self.worker, record, exc)
-                self._decision_done(None)
+                self.deciding = False  # not decided: the next block handed out decides the model
                 continue
             if not item.coding:
                 self._record_verification(item.records[0], outcome)
@@ -230,12 +258,48 @@ class EdgeScheduler:
         if result["state"] == FAILED:
             get_run_logger().error("%s: failed: %s", record.block_id, result["reason"])
             self.ledger.fail(record.block_id, self.worker, result["reason"])
-        else:  # the disk is full, or an earlier block of its task found it full: not the block's fault
+        elif result["state"] == OUTBOX_FAILED:
+            self._outbox_failed(record, result)
+        else:  # the disk is full, or an earlier block of its task stopped it: not the block's fault
             get_run_logger().error("%s: not coded (%s): %s", record.block_id, result["state"], result["reason"])
-            self.ledger.release(record.block_id, self.worker)
+            self._hand_back(record)
             if result["state"] == DISK_FULL:
                 self.disk_full = self.disk_full or OSError(28, result["reason"])
-        self._decision_done(None)
+        self.deciding = False  # not decided: the next block handed out decides the model
+
+    def _hand_back(self, record: BlockRecord) -> None:
+        """Release a block unchanged in the ledger: claimable again, by this run (when it goes on) or the next."""
+        self.ledger.release(record.block_id, self.worker)
+        self.taken -= 1
+        self.exhausted = self.run.max_blocks is not None and self.taken >= self.run.max_blocks
+
+    def _outbox_failed(self, record: BlockRecord, result: dict[str, Any]) -> None:
+        """A worker could not write the block into the outbox: hand the block back, and retire the
+        worker when the outbox takes the flow's writes and other workers are left; else stop."""
+        logger = get_run_logger()
+        reason, address = str(result["reason"]), result.get("worker")
+        self._hand_back(record)
+        if address is not None and address in self.retired:
+            return
+        broken = probe_outbox(self.run.outbox)
+        left = retire_worker(address) if address is not None and broken is None else 0
+        if left:
+            self.retired[address] = reason  # type: ignore[index]
+            self.width = max(1, self.width - 1)
+            logger.error(
+                "%s: the outbox write failed on Dask worker %s (%s) while the flow writes the outbox: that worker "
+                "is retired (%d left) and the block is coded again by another",
+                record.block_id, address, reason, left,
+            )  # fmt: skip
+            return
+        why = f"the flow cannot write it either ({broken})" if broken else "no other worker is left"
+        logger.error(
+            "%s: the outbox write failed (%s); %s: the run stops taking blocks, the block stays %s for the next run",
+            record.block_id, reason, why, record.state,
+        )  # fmt: skip
+        code = broken.errno if broken else result.get("errno")
+        message = f"{self.run.outbox}: the outbox cannot be written: {reason}; {why}"
+        self.outbox_failed = self.outbox_failed or OSError(code, message)
 
     def _record_coded(self, record: BlockRecord, coded: CodedBlock) -> None:
         encoded = coded.encoded

@@ -9,7 +9,9 @@ persisted (``NO_CACHE``).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
 GPU_LIMIT_PREFIX = "emzip-gpu"
 
 __all__ = [
+    "OUTBOX_FAILED",
     "code_blocks_task",
+    "dask_worker_address",
     "encode_block",
     "gpu_limit_name",
     "pyramid_chunks",
@@ -149,37 +153,47 @@ CODE_ATTEMPTS = 3
 
 
 @task(name="code-blocks", task_run_name="code {label}", cache_policy=NO_CACHE)
-def code_blocks_task(label: str, jobs: list[BlockJob], shared: SharedModel | None) -> list[dict[str, Any]]:
+def code_blocks_task(
+    label: str, jobs: list[BlockJob], shared: SharedModel | None, alone: bool = False
+) -> list[dict[str, Any]]:
     """Several blocks' whole edge job, one after another, on whichever worker runs the task.
 
     One task holds several blocks because a Prefect task run costs about 75 ms of wall time and
     API work per run (``bench.scaleout``, the coordinator), a quarter of a 2 MB block's coding.
     Each block is coded on its own (``tasks.edge.coding.code_block``; a transient read error is
     tried again, ``CODE_ATTEMPTS`` in all): one that fails is reported ``failed`` with the reason
-    and the others go on; a full disk stops the task, its other blocks ``not-tried``. A GPU slot is
-    held only while a model trains (``_GpuSlot``). Returns, per job, ``{"state", "coded" or "reason"}``.
+    and the others go on; a full disk or a failed outbox write (``OUTBOX_FAILED``: this worker's
+    mount, not the block) stops the task, its other blocks ``not-tried``. A GPU slot is held only
+    while a model trains (``_GpuSlot``). Returns, per job, ``{"state", "coded" or "reason" and
+    "worker"}`` (``worker``: the Dask worker's address, None in the flow's threads). ``alone``: no
+    other block is with a worker (the one deciding the acquisition's model): its training uses
+    every core this process may run on, not the one thread a Dask worker's torch starts with.
     """
     logger = get_run_logger()
     outcomes: list[dict[str, Any]] = []
-    disk_full = False
+    stopped = ""
+    worker = dask_worker_address()
     for job in jobs:
         block_id = BlockRef.from_json(job.block).block_id
-        if disk_full:
-            outcomes.append({"state": NOT_TRIED, "reason": "an earlier block of this task found the disk full"})
+        if stopped:
+            outcomes.append({"state": NOT_TRIED, "reason": f"an earlier block of this task found {stopped}"})
             continue
         device = _device(job.settings)
         for attempt in range(1, CODE_ATTEMPTS + 1):
             slot = _GpuSlot(gpu_limit_name(device))
             try:
-                coded = code_block(job, shared, slot)
+                with _training_threads(alone):
+                    coded = code_block(job, shared, slot)
             except Exception as exc:
                 if attempt < CODE_ATTEMPTS and _transient(exc):
                     logger.warning("%s: attempt %d failed, trying again: %s", block_id, attempt, exc)
                     time.sleep(2.0**attempt)
                     continue
-                disk_full = out_of_space(exc)
-                logger.error("%s: not coded: %s", block_id, exc)
-                outcomes.append({"state": DISK_FULL if disk_full else FAILED, "reason": f"{type(exc).__name__}: {exc}"})
+                state = _failure_state(exc, job.outbox)
+                stopped = {DISK_FULL: "the disk full", OUTBOX_FAILED: "the outbox unwritable"}.get(state, "")
+                logger.error("%s: not coded (%s) on %s: %s", block_id, state, worker or "this process", exc)
+                reason, code = f"{type(exc).__name__}: {exc}", getattr(exc, "errno", None)
+                outcomes.append({"state": state, "reason": reason, "errno": code, "worker": worker})
                 break
             finally:
                 slot.release()
@@ -193,6 +207,47 @@ def code_blocks_task(label: str, jobs: list[BlockJob], shared: SharedModel | Non
             shared = coded.shared or shared
             break
     return outcomes
+
+
+@contextlib.contextmanager
+def _training_threads(alone: bool) -> Iterator[None]:
+    """Torch on every core this process may use while ``alone``; its thread count as it was after."""
+    if not alone:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _failure_state(exc: BaseException, outbox: str) -> str:
+    """How a block's job failed: ``DISK_FULL``, ``OUTBOX_FAILED`` (a write into the outbox failed
+    otherwise: this worker's mount or disk, not the block) or ``FAILED`` (the block's own fault)."""
+    if out_of_space(exc):
+        return DISK_FULL
+    if isinstance(exc, OSError) and exc.filename and _under(str(exc.filename), outbox):
+        return OUTBOX_FAILED
+    return FAILED
+
+
+def _under(path: str, folder: str) -> bool:
+    """Whether ``path`` lies in ``folder``, by name alone (a broken mount is not asked)."""
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+
+
+def dask_worker_address() -> str | None:
+    """The address of the Dask worker this runs on; None outside one (the flow's threads)."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return None
 
 
 def _transient(exc: BaseException) -> bool:
@@ -239,6 +294,8 @@ def ship_batch(backend: TransferBackend, batch: TransferBatch, submission_id: st
 
 #: What a restore task reports for each of its blocks (``restore_blocks``).
 RESTORED, FAILED, DISK_FULL, NOT_TRIED = "restored", "failed", "disk-full", "not-tried"
+#: A coding task's block whose write into the outbox failed (not for lack of space).
+OUTBOX_FAILED = "outbox-failed"
 
 
 @task(name="restore-blocks", task_run_name="restore {label}", cache_policy=NO_CACHE)

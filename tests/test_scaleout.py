@@ -3,7 +3,8 @@
 The acquisition's model is decided once and reused bit-exactly; a block whose content changed is
 decided again and says why. Two Dask workers restore an identical volume, each block verified in
 a process other than the one that coded it, every block after the first coded with the model of
-the first. A convert worker killed mid-block is replaced and the archive is identical.
+the first. A convert worker killed mid-block is replaced and the archive is identical. The edge's
+worker faults (``bench.reliability.workers``) lose nothing and record nothing twice.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.reliability.workers import WORKER_FAULTS, worker_fault
 from codec import decompress, inspect
 from codec.api import encode
 from codec.settings import Settings
@@ -91,6 +93,7 @@ def test_convert_on_two_workers_survives_a_killed_worker(tmp_path: Path, monkeyp
     monkeypatch.setenv(ARMED, "1")
     monkeypatch.setenv(ONCE, str(tmp_path / "killed-once"))
     pool = DaskPool(workers=2)  # its workers inherit the armed environment
+    assert pool.width == 2  # up before the first block: only the deciding block is converted in this process
     try:
         report = convert_volume(source, tmp_path / "out.zarr", Settings(steps=40, codec="learned"), BLOCK, pool=pool)
     finally:
@@ -103,68 +106,15 @@ def test_convert_on_two_workers_survives_a_killed_worker(tmp_path: Path, monkeyp
         assert len(records) == 8 and all(r.state == "verified" and r.version == 1 for r in records)
 
 
-def test_an_edge_worker_killed_mid_block_is_replaced(
-    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from flows.demo import read_restored, run_pipeline
-    from tasks.store.failpoints import ARMED, ENVIRONMENT, ONCE
-    from tasks.store.ledger import Ledger
-
-    volume = em_like((8, 64, 256), seed=364)
-    write_slice_folder(volume, tmp_path / "microscope" / "vol")
-    monkeypatch.setenv(ENVIRONMENT, "record.written#2")  # a worker's second block: container and record written
-    monkeypatch.setenv(ARMED, "1")
-    monkeypatch.setenv(ONCE, str(tmp_path / "killed-once"))  # one worker dies; its replacement runs through
-    result = run_pipeline(
-        tmp_path / "microscope" / "vol", tmp_path / "site", layout="slices", volume_name="vol", block_shape=BLOCK,
-        codec={"steps": 40, "codec": "learned"}, workers=2,
-    )  # fmt: skip
-    assert (tmp_path / "killed-once").exists(), "no worker was killed: the test did not test anything"
-    assert not result["missing"], result["missing"]
-    np.testing.assert_array_equal(read_restored(tmp_path / "site" / "datacenter" / "restored" / "vol.zarr"), volume)
-    with Ledger(tmp_path / "site" / "edge" / "outbox" / "ledger.sqlite") as ledger:
-        records = ledger.blocks("vol")
-        assert len(records) == 8 and all(r.state == "shipped" or r.state == "restored" for r in records), records
-        assert all(r.version == 1 for r in records)  # coded again under the same version, never twice shipped
-    inbox = tmp_path / "site" / "datacenter" / "inbox" / "vol"
-    assert len(list(inbox.glob("*.emz"))) == 8
-
-
-_RUN = """
-import sys
-from pathlib import Path
-from flows.demo import run_pipeline
-if __name__ == "__main__":
-    run_pipeline(Path(sys.argv[1]), Path(sys.argv[2]), layout="slices", volume_name="vol", block_shape=(4, 64, 64),
-                 codec={"steps": 40, "codec": "learned"}, workers=2)
-"""
-
-
-def test_a_killed_coordinator_resumes_on_the_next_run(prefect_api: str, tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from flows.demo import read_restored, run_pipeline
-    from tasks.store.failpoints import ARMED, ENVIRONMENT
-
-    volume = em_like((8, 64, 256), seed=365)
-    source, site = tmp_path / "microscope" / "vol", tmp_path / "site"
-    write_slice_folder(volume, source)
-    script = tmp_path / "run.py"
-    script.write_text(_RUN)
-    repo = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "PYTHONPATH": str(repo),
-        ENVIRONMENT: "flow.coded#3",
-        ARMED: "1",
-    }
-    killed = subprocess.run([sys.executable, str(script), str(source), str(site)], env=env, cwd=repo, timeout=300)
-    assert killed.returncode == -9  # SIGKILLed in the flow, between a worker's result and the ledger
-    result = run_pipeline(source, site, layout="slices", volume_name="vol", block_shape=BLOCK,
-                          codec={"steps": 40, "codec": "learned"}, workers=2)  # fmt: skip
-    assert not result["missing"], result["missing"]
-    np.testing.assert_array_equal(read_restored(site / "datacenter" / "restored" / "vol.zarr"), volume)
-    assert len(list((site / "datacenter" / "inbox" / "vol").glob("*.emz"))) == 8  # each block shipped once
+@pytest.mark.parametrize("case", WORKER_FAULTS)
+def test_edge_worker_faults_lose_nothing_and_record_nothing_twice(prefect_api: str, tmp_path: Path, case: str) -> None:
+    """A worker SIGKILLed mid-block, the coordinator SIGKILLed, a worker whose outbox writes fail
+    (retired, its blocks coded by the other) and an outbox no worker can write (the run stops,
+    says why, and the next completes): each ends with the source restored, every block once."""
+    outcome = worker_fault(tmp_path, case)
+    assert outcome.fired, f"the fault did not happen: the test did not test anything ({outcome.said})"
+    assert outcome.ok, outcome
+    if "outbox" in case:
+        assert "Input/output error" in outcome.said and ".emz" in outcome.said, outcome.said  # names the file
+    if case == WORKER_FAULTS[3]:  # nobody can write the outbox: nobody is retired, the run stops
+        assert "the flow cannot write it either" in outcome.said, outcome.said

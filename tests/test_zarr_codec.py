@@ -150,3 +150,38 @@ def test_learned_chunks_read_back_through_zarr(tmp_path: Path) -> None:
 
     assert container.unpack(chunk).header.codec == "learned"
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "learned.zarr"), mode="r")[:], volume)
+
+
+def test_a_learned_chunk_that_does_not_read_back_is_stored_with_the_classic_codec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convert skips the codec's in-process decode (the chunk's read-back is the round trip) and
+    keeps its fallback: a learned chunk that fails the read-back is coded again, classic."""
+    import dataclasses
+
+    import tasks.datacenter.convert_block as convert_block
+    from codec import container
+    from codec.api import encode as real_encode
+    from flows.synthetic import write_slice_folder
+    from tasks.datacenter.convert import convert_volume
+    from tasks.datacenter.omezarr import base_array
+    from tasks.source.volumes import resolve_source
+
+    def damaged_when_learned(data: np.ndarray, settings: Settings, **kwargs: object) -> object:
+        result = real_encode(data, settings, **kwargs)  # type: ignore[arg-type]
+        if result.codec != "learned":
+            return result
+        damaged = bytearray(result.data)
+        damaged[-1] ^= 0xFF  # an engine fault the encoder did not see
+        return dataclasses.replace(result, data=bytes(damaged))
+
+    monkeypatch.setattr(convert_block, "encode", damaged_when_learned)
+    volume = em_like((4, 64, 64), seed=11)
+    write_slice_folder(volume, tmp_path / "src")
+    source = resolve_source(tmp_path / "src", layout="slices", write_id=False)
+    report = convert_volume(source, tmp_path / "out.zarr", Settings(steps=20, codec="learned"), (4, 64, 64))
+    assert report.converted == 1 and not report.missing
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr" / "0"), mode="r")[:], volume)
+    [block] = block_grid(source.name, volume.shape, (4, 64, 64))
+    chunk = chunk_path(base_array(tmp_path / "out.zarr"), block, (4, 64, 64)).read_bytes()
+    assert container.unpack(chunk).header.codec == "jpegxl"

@@ -14,6 +14,9 @@ SQLite, the codec and the local transfer backend:
   under the outbox, the destination, the restored volume and the ledger: the run stops with an
   error naming the path and the cause, nothing partial under a final name, and the next run after
   space is freed completes;
+- the edge on Dask workers (``workers``): a worker SIGKILLed mid-block, the coordinator SIGKILLed,
+  a worker whose outbox writes fail, an outbox no worker can write: the source restored, every
+  block shipped and restored once, none coded twice as a new version;
 - several processes claiming from thousands of blocks in one ledger: no double claims, none lost;
 - a deterministic fuzz of containers and provenance records: no wrong data, no untyped exception.
 

@@ -26,6 +26,7 @@ from bench.reliability.integrity import (
 from bench.reliability.kills import SAMPLE_POINTS, kill_point
 from bench.reliability.load import ledger_load
 from bench.reliability.silent import silent_loss_sweep
+from bench.reliability.workers import WORKER_FAULTS, worker_fault
 
 
 def _table(results: dict[str, Any]) -> str:
@@ -88,6 +89,14 @@ def _table(results: dict[str, Any]) -> str:
         f"archive not identical {0 if convert['identical'] else 1} |",
     ]
     rows += [
+        f"| {row['case']}, then the runs after it (2 Dask workers) | 1 | "
+        f"fault not happened {int(not row['fired'])}, blocks lost {row['lost']}, "
+        f"shipped twice {row['shipped_twice']}, restored twice {row['restored_twice']}, "
+        f"coded again as a new version {row['recoded_as_new_version']}, failed {row['failed_blocks']}, "
+        f"not identical {int(not row['identical'])}, inbox containers {row['inbox_files']}/{row['blocks']} |"
+        for row in results["workers"]
+    ]
+    rows += [
         f"| {row['case']} | 1 | silent differences {int(row['silent'])} (voxels differing at the end "
         f"{row['differing_voxels']}, {'said so: ' + _short(row['said']) if row['loud'] else 'nothing said'}) |"
         for row in results["silent_loss"]
@@ -116,6 +125,7 @@ def run_all(work: Path, full: bool) -> dict[str, Any]:
         results["targets"] = crafted_targets(work / "targets")
         points = POINTS if full else SAMPLE_POINTS
         results["kills"] = [asdict(kill_point(work / f"kill-{p}", template, volume, p)) for p in points]
+        results["workers"] = [asdict(worker_fault(work / f"workers-{i}", c)) for i, c in enumerate(WORKER_FAULTS)]
         if can_mount_small_filesystem():
             results["disks"] = [
                 asdict(out_of_space_site(work / f"disk-{i}", template, volume, s)) for i, s in enumerate(SITES)

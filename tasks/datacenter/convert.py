@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -76,6 +77,12 @@ class ConvertReport:
     archive_bytes: int
     missing: dict[str, str]
     recoded: list[str]
+    model_seconds: float = 0.0
+    """Until the first block, which decides the model, was converted (0 when nothing trains)."""
+    coding_seconds: float = 0.0
+    """From then (or the start) until the last block was converted."""
+    pyramid_seconds: float = 0.0
+    """The pyramid pass above what the blocks wrote."""
 
 
 def convert_volume(
@@ -133,7 +140,9 @@ def convert_volume(
         try:
             image = opened[0] if opened is not None else None
             template = ConvertJob(source.as_json(), {}, str(archive), grid, settings, image)
+            clock = [time.monotonic()]  # start, then as each block is finished
             for record, done in run_blocks(ledger, worker, template, pool, source.name):
+                clock.append(time.monotonic())
                 # One transaction: a kill leaves the block discovered (coded again) or verified.
                 footprint = footprint_key(record.block.bounds)
                 if done.level_one:
@@ -157,7 +166,9 @@ def convert_volume(
                     progress("convert", already + converted, len(blocks))
         finally:
             ledger.release_all(worker)
+        pyramid_started = time.monotonic()
         unfinished = carry_up(ledger, lambda _volume: archive, _run_level)
+        pyramid_seconds = time.monotonic() - pyramid_started
         records = {r.block_id: r for r in ledger.blocks(source.name)}
     if unfinished:
         raise VolumeError(f"{archive}: pyramid not brought up to date (run convert again): {unfinished}")
@@ -178,7 +189,17 @@ def convert_volume(
         archive_bytes=chunk_bytes,
         missing=missing,
         recoded=recoded,
+        **_phases(clock, trains=settings.training_steps() > 0),
+        pyramid_seconds=round(pyramid_seconds, 3),
     )
+
+
+def _phases(clock: list[float], trains: bool) -> dict[str, float]:
+    """``model_seconds`` and ``coding_seconds`` from the start and each block's finish (``clock``)."""
+    if len(clock) < 2:
+        return {"model_seconds": 0.0, "coding_seconds": 0.0}
+    ready = clock[1] if trains else clock[0]
+    return {"model_seconds": round(ready - clock[0], 3), "coding_seconds": round(clock[-1] - ready, 3)}
 
 
 def _check_same_source(source: VolumeSource, volume: Volume, grid: tuple[int, int, int], archive: Path) -> VolumeSource:

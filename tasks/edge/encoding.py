@@ -17,10 +17,10 @@ from codec.settings import Settings
 if TYPE_CHECKING:
     from codec.shared import SharedModel
 from tasks.source.grid import BlockRef, versioned_stem
-from tasks.store.atomic import atomic_write_bytes
+from tasks.store.atomic import atomic_write_bytes, write_probe
 from tasks.store.failpoints import failpoint
 
-__all__ = ["EncodedBlock", "encode_to_outbox", "outbox_paths"]
+__all__ = ["EncodedBlock", "encode_to_outbox", "outbox_paths", "probe_outbox"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,18 @@ def outbox_paths(outbox: Path, block: BlockRef, version: int = 1) -> tuple[Path,
     folder = outbox / block.volume
     stem = versioned_stem(block, version)
     return folder / f"{stem}.emz", folder / f"{stem}.prov.json"
+
+
+def probe_outbox(outbox: Path) -> OSError | None:
+    """Whether this process can write into ``outbox`` (``tasks.store.atomic.write_probe``): None, or the error.
+
+    The crash tests' broken outbox (``outbox.write!<ERRNO>``, armed in this process) fails it too.
+    """
+    try:
+        failpoint("outbox.write", outbox)
+    except OSError as exc:
+        return exc
+    return write_probe(outbox)
 
 
 def _crash_test_points(stage: str, done: int, total: int) -> None:
@@ -84,6 +96,7 @@ def encode_to_outbox(
 
     result = encode(data, settings, shared=shared, progress=progress)
     container_path, _ = outbox_paths(outbox, block, version)
+    failpoint("outbox.write", container_path)  # the crash tests' broken outbox mount (an OSError)
     atomic_write_bytes(container_path, result.data)
     failpoint("encode.written")
     training = result.training

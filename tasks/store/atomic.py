@@ -32,6 +32,7 @@ __all__ = [
     "fsync_directory",
     "locked_temporary",
     "remove_abandoned_temporaries",
+    "write_probe",
 ]
 
 
@@ -103,3 +104,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, document: Any) -> None:
     """Write a JSON document atomically (sorted keys, indented, trailing newline)."""
     atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_probe(folder: Path) -> OSError | None:
+    """Write, fsync and delete a small file in ``folder``: None when that worked, else the error.
+
+    Tells a folder that cannot be written (a full or read-only disk, a broken mount) from one
+    another process could not write: the edge asks it when a worker's outbox write failed.
+    """
+    probe = folder / f".emzip-probe-{uuid.uuid4().hex}"
+    try:
+        atomic_write_bytes(probe, b"emzip write probe\n")
+        probe.unlink()
+    except OSError as exc:
+        return exc
+    return None

@@ -1,5 +1,10 @@
 """Named crash points: ``EMZIP_FAILPOINT=<name>[#<n>]`` SIGKILLs this process at the n-th pass.
 
+``EMZIP_FAILPOINT=<name>!<ERRNO>[#<n>]`` (``outbox.write!EIO``) raises that ``OSError`` instead,
+naming the path the point guards, at the n-th pass and every pass after it: a disk or mount that
+went bad stays bad. With ``EMZIP_FAILPOINT_ONCE`` only the process that claims the file fails (one
+worker of a pool whose mount broke), and it keeps failing.
+
 The crash-test harness (``bench/reliability/``, ``tests/test_reliability.py``) kills the edge and
 restore flows at every step that matters (inside training, between writing a file and the ledger
 recording it, mid-copy, mid-write, while pruning) and checks that the next run finishes with every
@@ -13,6 +18,7 @@ point costs one environment lookup and does nothing.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections import Counter
@@ -41,13 +47,28 @@ POINTS = (
 )
 #: Points in helper processes (not the flow's): a verifier pool worker mid-decode.
 WORKER_POINTS = ("verifier.decoding",)
+#: Points that raise an ``OSError`` (``<name>!<ERRNO>``) where a write can fail: the container's
+#: write into the outbox, in whichever process codes the block.
+ERROR_POINTS = ("outbox.write",)
 #: Points of ``emzip convert``: a block coded on its worker, not yet placed; a block's chunk placed
 #: in the archive, the ledger not yet told.
 CONVERT_POINTS = ("convert.coded", "convert.placed")
 
 _passes: Counter[str] = Counter()
+#: Error points this process claimed through ``ONCE``: they fail at every later pass too.
+_claimed: set[str] = set()
 
-__all__ = ["ARMED", "CONVERT_POINTS", "ENVIRONMENT", "ONCE", "POINTS", "WORKER_POINTS", "disarm", "failpoint"]
+__all__ = [
+    "ARMED",
+    "CONVERT_POINTS",
+    "ENVIRONMENT",
+    "ERROR_POINTS",
+    "ONCE",
+    "POINTS",
+    "WORKER_POINTS",
+    "disarm",
+    "failpoint",
+]
 
 
 def disarm() -> bool:
@@ -58,21 +79,27 @@ def disarm() -> bool:
     return found
 
 
-def failpoint(name: str) -> None:
-    """SIGKILL this process if ``EMZIP_FAILPOINT`` names this point (at its n-th pass with ``#n``)."""
+def failpoint(name: str, path: object = None) -> None:
+    """SIGKILL this process if ``EMZIP_FAILPOINT`` names this point (at its n-th pass with ``#n``);
+    with ``!<ERRNO>``, raise that ``OSError`` naming ``path`` instead."""
     wanted = os.environ.get(ENVIRONMENT)
     if not wanted or os.environ.get(ARMED) != "1":
         return
     point, _, nth = wanted.partition("#")
+    point, _, error = point.partition("!")
     if point != name:
         return
     _passes[name] += 1
     if _passes[name] < int(nth or 1):
         return
     once = os.environ.get(ONCE)
-    if once:
+    if once and name not in _claimed:
         try:
             os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return
-    os.kill(os.getpid(), signal.SIGKILL)
+        _claimed.add(name)
+    if not error:
+        os.kill(os.getpid(), signal.SIGKILL)
+    code = getattr(errno, error)
+    raise OSError(code, f"{os.strerror(code)} (writing {path}; failpoint {name})", None if path is None else str(path))
