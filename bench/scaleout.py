@@ -241,6 +241,7 @@ def raw_codec_processes(work: Path, repeats: int = 5) -> dict[str, Any]:
     import pickle
     from multiprocessing import get_context
 
+    from bench.environ import environment
     from codec.api import encode
     from codec.settings import Settings
 
@@ -250,21 +251,13 @@ def raw_codec_processes(work: Path, repeats: int = 5) -> dict[str, Any]:
     later = blocks[1:17]
     cores = sorted(os.sched_getaffinity(0))[:2]
     rows = []
-    saved = {name: os.environ.get(name) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    os.environ.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})  # read as the processes start
-    try:
-        with get_context("spawn").Pool(2) as pool:
-            pool.map(_codec_in_process, [(shared, later[:1], c) for c in cores])  # imports, tables
-            for _ in range(repeats):
-                one = pool.map(_codec_in_process, [(shared, later, cores[0])])[0]
-                two = max(pool.map(_codec_in_process, [(shared, later[:8], cores[0]), (shared, later[8:], cores[1])]))
-                rows.append({"one_process_s": round(one, 3), "two_processes_s": round(two, 3), "speedup": one / two})
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    one_thread = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # read as the processes start
+    with environment(one_thread), get_context("spawn").Pool(2) as pool:
+        pool.map(_codec_in_process, [(shared, later[:1], c) for c in cores])  # imports, tables
+        for _ in range(repeats):
+            one = pool.map(_codec_in_process, [(shared, later, cores[0])])[0]
+            two = max(pool.map(_codec_in_process, [(shared, later[:8], cores[0]), (shared, later[8:], cores[1])]))
+            rows.append({"one_process_s": round(one, 3), "two_processes_s": round(two, 3), "speedup": one / two})
     speedups = sorted(r["speedup"] for r in rows)
     return {"blocks": len(later), "runs": rows, "median_speedup": speedups[len(speedups) // 2]}
 

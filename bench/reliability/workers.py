@@ -22,13 +22,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.environ import environment
 from bench.reliability.harness import transitions
 
 __all__ = ["WORKER_FAULTS", "WorkerFault", "worker_fault"]
@@ -75,23 +75,11 @@ class WorkerFault:
         )
 
 
-@contextlib.contextmanager
-def _armed(point: str, once: Path | None) -> Iterator[None]:
+def _armed(point: str, once: Path | None) -> contextlib.AbstractContextManager[None]:
     """Arm ``point`` in this process's environment (inherited by the Dask workers it starts)."""
     from tasks.store.failpoints import ARMED, ENVIRONMENT, ONCE
 
-    saved = {name: os.environ.get(name) for name in (ENVIRONMENT, ARMED, ONCE)}
-    os.environ.update({ENVIRONMENT: point, ARMED: "1"})
-    if once is not None:
-        os.environ[ONCE] = str(once)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return environment({ENVIRONMENT: point, ARMED: "1", ONCE: None if once is None else str(once)})
 
 
 def _pipeline(source: Path, site: Path, workers: int) -> dict[str, Any]:
