@@ -98,12 +98,9 @@ def start_task_runner() -> float:
     ``tasks.dask_cluster.worker_config``.
     """
     import dask
-    from prefect.context import FlowRunContext
-    from prefect_dask import DaskTaskRunner
 
-    context = FlowRunContext.get()
-    runner = context.task_runner if context else None
-    if not isinstance(runner, DaskTaskRunner):
+    runner = _flow_dask_runner()
+    if runner is None:
         return 0.0
     started = time.monotonic()
     with dask.config.set(worker_config()):  # read by each nanny as it starts, kept for restarts
@@ -114,23 +111,25 @@ def start_task_runner() -> float:
     return time.monotonic() - started
 
 
-def runs_on_dask() -> bool:
-    """Whether the flow's task runner is prefect-dask's (its tasks run on Dask workers)."""
-    from prefect.context import FlowRunContext
-    from prefect_dask import DaskTaskRunner
-
-    context = FlowRunContext.get()
-    return isinstance(context.task_runner if context else None, DaskTaskRunner)
-
-
-def task_runner_width() -> int:
-    """How many tasks the flow's task runner runs at once: a Dask cluster's worker threads, else 1."""
+def _flow_dask_runner() -> Any:
+    """The running flow's task runner when it is prefect-dask's; None otherwise (threads, no flow)."""
     from prefect.context import FlowRunContext
     from prefect_dask import DaskTaskRunner
 
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
-    if not isinstance(runner, DaskTaskRunner):
+    return runner if isinstance(runner, DaskTaskRunner) else None
+
+
+def runs_on_dask() -> bool:
+    """Whether the flow's task runner is prefect-dask's (its tasks run on Dask workers)."""
+    return _flow_dask_runner() is not None
+
+
+def task_runner_width() -> int:
+    """How many tasks the flow's task runner runs at once: a Dask cluster's worker threads, else 1."""
+    runner = _flow_dask_runner()
+    if runner is None:
         return 1
     return max(1, sum(runner.client.nthreads().values()))
 
@@ -144,12 +143,8 @@ def retire_worker(address: str) -> int:
     flow (``flows.edge_scheduler``): that worker's node lost its mount, and every block it took
     would fail on it. Dask hands the tasks it held to the others; its nanny does not restart it.
     """
-    from prefect.context import FlowRunContext
-    from prefect_dask import DaskTaskRunner
-
-    context = FlowRunContext.get()
-    runner = context.task_runner if context else None
-    if not isinstance(runner, DaskTaskRunner):
+    runner = _flow_dask_runner()
+    if runner is None:
         return 0
     client = runner.client
     others = [worker for worker in client.nthreads() if worker != address]

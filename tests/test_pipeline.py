@@ -39,6 +39,21 @@ def _acquisition(root: Path, seed: int = 5) -> tuple[Path, np.ndarray]:
     return folder, volume
 
 
+def _edge_params(tmp_path: Path, folder: Path, **overrides: Any) -> dict[str, Any]:
+    """The edge flow's parameters for ``folder``'s 4 blocks, outbox and inbox under ``tmp_path``."""
+    return {
+        "acquisition": str(folder),
+        "outbox": str(tmp_path / "outbox"),
+        "transfer": {"kind": "local", "destination": str(tmp_path / "inbox")},
+        "layout": "slices",
+        "volume_name": "vol",
+        "block_shape": list(BLOCK),
+        "settle_seconds": 0.0,
+        "assume_complete": True,
+        **overrides,
+    }
+
+
 def _artifacts() -> dict[str, str]:
     from prefect.client.orchestration import get_client
 
@@ -152,18 +167,7 @@ def test_a_batch_ships_while_the_next_block_trains(
     monkeypatch.setattr(LocalTransfer, "transfer", slow_transfer)
     monkeypatch.setattr(tasks.edge.encoding, "encode", _flagging_encode(encoding, second_waits_for_a_verification))
     monkeypatch.setattr(tasks.edge.coding, "verify_container", watching_verify)
-    edge = acquisition_flow(
-        acquisition=str(folder),
-        outbox=str(tmp_path / "outbox"),
-        transfer={"kind": "local", "destination": str(tmp_path / "inbox")},
-        layout="slices",
-        volume_name="vol",
-        block_shape=list(BLOCK),
-        settle_seconds=0.0,
-        assume_complete=True,
-        codec=CODEC,
-        batch_size=1,
-    )
+    edge = acquisition_flow(**_edge_params(tmp_path, folder, codec=CODEC, batch_size=1))
     assert overlapped == [True], "the first transfer held up training"
     assert edge["progress"]["shipped"] == 4 and edge["progress"]["failed"] == 0
     assert len(list((tmp_path / "inbox" / "vol").glob("*.emz"))) == 4
@@ -189,18 +193,8 @@ def test_the_first_block_decides_alone_then_blocks_code_side_by_side(
                 running[0] -= 1
 
     monkeypatch.setattr(tasks.edge.encoding, "encode", counting_encode)
-    edge = acquisition_flow(
-        acquisition=str(folder),
-        outbox=str(tmp_path / "outbox"),
-        transfer={"kind": "local", "destination": str(tmp_path / "inbox")},
-        layout="slices",
-        volume_name="vol",
-        block_shape=list(BLOCK),
-        settle_seconds=0.0,
-        assume_complete=True,
-        codec={"steps": 40, "codec": "learned"},  # learned on every block: a model to share
-        workers=2,
-    )
+    # learned on every block: a model to share
+    edge = acquisition_flow(**_edge_params(tmp_path, folder, codec={"steps": 40, "codec": "learned"}, workers=2))
     assert edge["progress"]["shipped"] == 4 and edge["workers"] == 2
     assert seen[0] == (1, False)  # the first block decides the model, alone
     assert all(with_model for _, with_model in seen[1:]), seen  # every later block gets it

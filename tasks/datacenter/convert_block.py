@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 CLASSIC = "jpegxl"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class ConvertJob:
     """One block to convert: the source, the block, where it goes; no voxels."""
@@ -90,16 +86,17 @@ def convert_block(job: ConvertJob, shared: SharedModel | None) -> ConvertedBlock
     result = encode(data, replace(job.settings, verify=False), shared=shared)
     failpoint("convert.coded")
     raw_sha256 = array_sha256(data)
+    digest = hashlib.sha256(result.data).hexdigest()
     try:
-        place_block(base_array(archive), block, job.grid, result.data, _sha256(result.data), raw_sha256)
+        place_block(base_array(archive), block, job.grid, result.data, digest, raw_sha256)
     except RestoreError as exc:
         if result.codec != "learned":
             raise
         # What the codec's own verification would do: the classic codec instead, checked in-process too.
-        log.error("%s: the learned chunk did not read back (%s); stored with the classic codec instead", block, exc)
+        log.error("%s: the learned chunk did not read back (%s); stored with the classic codec", block.block_id, exc)
         result = encode(data, replace(job.settings, codec=CLASSIC, verify=True))
-        place_block(base_array(archive), block, job.grid, result.data, _sha256(result.data), raw_sha256)
-    digest = _sha256(result.data)
+        digest = hashlib.sha256(result.data).hexdigest()
+        place_block(base_array(archive), block, job.grid, result.data, digest, raw_sha256)
     image = job.image
     level_one = image is not None and first_level_from_block(archive, image.levels, job.grid, block.bounds, data)
     return ConvertedBlock(

@@ -82,6 +82,7 @@ class DaskPool:
         self._client: Any = None
         self._error: BaseException | None = None
         self._width = 1
+        self._where = address or f"local cluster of {workers or os.cpu_count() or 1} workers"
         self._started = threading.Event()
         count = workers or os.cpu_count() or 1
         threading.Thread(target=self._start, args=(count, address), name="emzip-dask-start", daemon=True).start()
@@ -104,8 +105,8 @@ class DaskPool:
 
     def _wait(self) -> Any:
         self._started.wait()
-        if self._error is not None:
-            raise RuntimeError(f"the Dask cluster did not start: {self._error}") from self._error
+        if self._error is not None:  # an OSError: emzip's command line prints it as one line
+            raise ConnectionError(f"Dask {self._where}: could not start or reach it: {self._error}") from self._error
         return self._client
 
     def ready(self) -> bool:
